@@ -1,0 +1,120 @@
+//! Parsing `Authorization: Bearer <token>` (RFC 6750 §2.1).
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+
+use crate::error::Malformed;
+
+/// Why no token could be taken from the headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoToken {
+    Missing,
+    Malformed(Malformed),
+}
+
+/// The token of the request's single `Authorization: Bearer` header.
+///
+/// The scheme is matched case-insensitively (RFC 9110 §11.1); one or more
+/// spaces may follow it; the token must be an RFC 6750 `b64token`:
+/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+pub(crate) fn token(headers: &HeaderMap) -> Result<&[u8], NoToken> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let value = values.next().ok_or(NoToken::Missing)?;
+    if values.next().is_some() {
+        return Err(NoToken::Malformed(Malformed::MultipleHeaders));
+    }
+    let bytes = value.as_bytes();
+    let (scheme, rest) = match bytes.iter().position(|&b| b == b' ') {
+        Some(i) => (&bytes[..i], &bytes[i..]),
+        None => (bytes, &b""[..]),
+    };
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(NoToken::Malformed(Malformed::Scheme));
+    }
+    let token = rest.trim_ascii_start();
+    if token.is_empty() {
+        return Err(NoToken::Malformed(Malformed::EmptyToken));
+    }
+    if !is_b64token(token) {
+        return Err(NoToken::Malformed(Malformed::InvalidCharacters));
+    }
+    Ok(token)
+}
+
+fn is_b64token(token: &[u8]) -> bool {
+    let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
+    body_len > 0
+        && token[..body_len].iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn parse(values: &[&[u8]]) -> Result<Vec<u8>, NoToken> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
+        }
+        token(&headers).map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn accepts_bearer_tokens() {
+        for (header, token) in [
+            (
+                &b"Bearer ohk_demo_all_scopes"[..],
+                &b"ohk_demo_all_scopes"[..],
+            ),
+            (b"bearer abc", b"abc"),
+            (b"BEARER   abc", b"abc"),
+            (b"Bearer a-b.c_d~e+f/g==", b"a-b.c_d~e+f/g=="),
+            (
+                b"Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+                b"eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln",
+            ),
+        ] {
+            assert_eq!(
+                parse(&[header]),
+                Ok(token.to_vec()),
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        use Malformed::*;
+        let cases: [(&[&[u8]], NoToken); 12] = [
+            (&[], NoToken::Missing),
+            (
+                &[b"Bearer a", b"Bearer b"],
+                NoToken::Malformed(MultipleHeaders),
+            ),
+            (&[b"Basic dXNlcjpwYXNz"], NoToken::Malformed(Scheme)),
+            (&[b"Token abc"], NoToken::Malformed(Scheme)),
+            (&[b"Bearerabc"], NoToken::Malformed(Scheme)),
+            (&[b"abc"], NoToken::Malformed(Scheme)),
+            (&[b"Bearer"], NoToken::Malformed(EmptyToken)),
+            (&[b"Bearer    "], NoToken::Malformed(EmptyToken)),
+            (&[b"Bearer a b"], NoToken::Malformed(InvalidCharacters)),
+            (&[b"Bearer ==="], NoToken::Malformed(InvalidCharacters)),
+            (&[b"Bearer a=b"], NoToken::Malformed(InvalidCharacters)),
+            (
+                &[b"Bearer caf\xc3\xa9"],
+                NoToken::Malformed(InvalidCharacters),
+            ),
+        ];
+        for (values, want) in cases {
+            assert_eq!(parse(values), Err(want), "{values:?}");
+        }
+        assert_eq!(
+            parse(&[b"Bearer a\tb"]),
+            Err(NoToken::Malformed(InvalidCharacters))
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Credentials and token hashes.
+//!
+//! A [`Credential`] is what a bearer token stands for: an API key or an OAuth
+//! client acting for an account (workspace), with its scopes and the account's
+//! plan entitlements. Stores return credentials; layers put them into request
+//! extensions as `Arc<Credential>` for handlers to read.
+//!
+//! A [`TokenHash`] is the SHA-256 of a presented token. It is the only form in
+//! which scopegate keeps a token: the raw token is hashed at the edge and
+//! dropped.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use scopegate::{Credential, CredentialKind, ScopeSet, TokenHash};
+//!
+//! # fn main() -> Result<(), scopegate::ScopeError> {
+//! let credential = Credential::new("key_1", "ws_acme", CredentialKind::ApiKey)
+//!     .with_scopes(ScopeSet::parse(["contacts:read"])?)
+//!     .with_entitlements(["api-access"])
+//!     .with_expires_at(SystemTime::now() + Duration::from_secs(3600));
+//!
+//! assert!(credential.has_entitlement("api-access"));
+//! assert!(!credential.is_expired(SystemTime::now()));
+//!
+//! let hash = TokenHash::of("ohk_demo_all_scopes");
+//! assert_eq!(hash.to_hex().len(), 64);
+//! // Debug shows only a prefix of the hash, never a token.
+//! assert!(format!("{hash:?}").ends_with("…)"));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::time::SystemTime;
+
+use sha2::{Digest, Sha256};
+
+use crate::scope::ScopeSet;
+
+/// The SHA-256 digest of a bearer token.
+///
+/// Caches and stores are keyed by this value. `Debug` prints only the first
+/// four bytes, which is enough to correlate log lines and useless to an
+/// attacker.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// Hashes a token.
+    pub fn of(token: impl AsRef<[u8]>) -> Self {
+        TokenHash(Sha256::digest(token.as_ref()).into())
+    }
+
+    /// Wraps a digest computed elsewhere, e.g. read from a database column.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        TokenHash(bytes)
+    }
+
+    /// The digest bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lower-case hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        use fmt::Write;
+        self.0.iter().fold(String::with_capacity(64), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+
+    /// Parses 64 hex digits (either case).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidTokenHash`] when `hex` is not exactly 64 hex digits.
+    pub fn from_hex(hex: &str) -> Result<Self, InvalidTokenHash> {
+        let hex = hex.as_bytes();
+        if hex.len() != 64 {
+            return Err(InvalidTokenHash);
+        }
+        let mut out = [0u8; 32];
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        Ok(TokenHash(out))
+    }
+}
+
+fn nibble(c: u8) -> Result<u8, InvalidTokenHash> {
+    match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        b'A'..=b'F' => Ok(c - b'A' + 10),
+        _ => Err(InvalidTokenHash),
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, ..] = self.0;
+        write!(f, "TokenHash({a:02x}{b:02x}{c:02x}{d:02x}…)")
+    }
+}
+
+/// A string that is not 64 hex digits was given as a [`TokenHash`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidTokenHash;
+
+impl fmt::Display for InvalidTokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a token hash is 64 hexadecimal digits (SHA-256)")
+    }
+}
+
+impl std::error::Error for InvalidTokenHash {}
+
+/// What kind of client a credential belongs to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// An API key created in a workspace's developer settings.
+    ApiKey,
+    /// An OAuth 2.0 access token issued to a third-party application.
+    OAuthClient {
+        /// The OAuth `client_id` of the application.
+        client_id: String,
+    },
+}
+
+/// What a bearer token stands for.
+///
+/// A credential holds no secret: neither the token nor its hash. Its `Debug`
+/// output is safe to log.
+///
+/// See the [module docs](crate::credential) for an example.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    id: Box<str>,
+    account_id: Box<str>,
+    kind: CredentialKind,
+    scopes: ScopeSet,
+    entitlements: Box<[Box<str>]>,
+    expires_at: Option<SystemTime>,
+}
+
+impl Credential {
+    /// A credential with no scopes, no entitlements and no expiry.
+    pub fn new(id: impl Into<String>, account_id: impl Into<String>, kind: CredentialKind) -> Self {
+        Credential {
+            id: id.into().into_boxed_str(),
+            account_id: account_id.into().into_boxed_str(),
+            kind,
+            scopes: ScopeSet::new(),
+            entitlements: Box::new([]),
+            expires_at: None,
+        }
+    }
+
+    /// Sets the scopes the credential was granted.
+    pub fn with_scopes(mut self, scopes: ScopeSet) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// Sets the account's plan entitlements, e.g. `["api-access"]`.
+    pub fn with_entitlements<I>(mut self, entitlements: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let mut list: Vec<Box<str>> = entitlements
+            .into_iter()
+            .map(|e| e.into().into_boxed_str())
+            .collect();
+        list.sort_unstable();
+        list.dedup();
+        self.entitlements = list.into_boxed_slice();
+        self
+    }
+
+    /// Sets when the credential stops being valid.
+    pub fn with_expires_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(at);
+        self
+    }
+
+    /// The credential's id (an API key id or an OAuth grant id). Not a secret.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The account (workspace) the credential acts for.
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
+    /// API key or OAuth client.
+    pub fn kind(&self) -> &CredentialKind {
+        &self.kind
+    }
+
+    /// The scopes the credential was granted.
+    pub fn scopes(&self) -> &ScopeSet {
+        &self.scopes
+    }
+
+    /// The account's entitlements, sorted.
+    pub fn entitlements(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.entitlements.iter().map(|e| &**e)
+    }
+
+    /// Whether the account's plan includes `entitlement`.
+    #[inline]
+    pub fn has_entitlement(&self, entitlement: &str) -> bool {
+        self.entitlements.iter().any(|e| **e == *entitlement)
+    }
+
+    /// When the credential expires, if ever.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
+    }
+
+    /// Whether the credential has expired at `now`.
+    pub fn is_expired(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn hash_is_sha256_and_round_trips_hex() {
+        // SHA-256("abc"), FIPS 180-2 test vector.
+        let hash = TokenHash::of("abc");
+        assert_eq!(
+            hash.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(TokenHash::from_hex(&hash.to_hex()), Ok(hash));
+        assert_eq!(TokenHash::from_hex(&hash.to_hex().to_uppercase()), Ok(hash));
+        assert_eq!(TokenHash::from_hex("ba78"), Err(InvalidTokenHash));
+        assert_eq!(TokenHash::from_hex(&"g".repeat(64)), Err(InvalidTokenHash));
+        assert_eq!(format!("{hash:?}"), "TokenHash(ba7816bf…)");
+    }
+
+    #[test]
+    fn credential_accessors_and_expiry() {
+        let now = SystemTime::now();
+        let c = Credential::new("key_1", "ws_acme", CredentialKind::ApiKey)
+            .with_entitlements(["b", "api-access", "b"])
+            .with_expires_at(now + Duration::from_secs(1));
+        assert_eq!(c.entitlements().collect::<Vec<_>>(), ["api-access", "b"]);
+        assert!(c.has_entitlement("api-access"));
+        assert!(!c.has_entitlement("api"));
+        assert!(!c.is_expired(now));
+        assert!(c.is_expired(now + Duration::from_secs(1)));
+        assert!(!Credential::new("k", "a", CredentialKind::ApiKey).is_expired(now));
+    }
+}

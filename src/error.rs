@@ -1,0 +1,542 @@
+//! Rejections and the error contract.
+//!
+//! Every refusal is an `Ok` response (never a service error, which would make
+//! hyper drop the connection) with a compact JSON body, `content-type:
+//! application/json` and `cache-control: no-store`:
+//!
+//! | [`Rejection`] | status | `type` | extra header |
+//! |---|---|---|---|
+//! | [`InsufficientScope`](Rejection::InsufficientScope) | 403 | `insufficient_scope` | `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` |
+//! | [`MissingEntitlement`](Rejection::MissingEntitlement) | 403 | `forbidden` | |
+//! | [`MissingCredential`](Rejection::MissingCredential) | 401 | `unauthorized` | `WWW-Authenticate: Bearer` |
+//! | [`InvalidToken`](Rejection::InvalidToken) | 401 | `invalid_token` | `WWW-Authenticate: Bearer error="invalid_token"` |
+//! | [`Malformed`](Rejection::Malformed) | 400 | `invalid_request` | `WWW-Authenticate: Bearer error="invalid_request"` |
+//! | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 | `service_unavailable` | `Retry-After` |
+//!
+//! The [`Rejection`] is also put into the response's extensions, so outer
+//! layers can log or count it. Messages can be replaced with [`Messages`].
+//! Bodies are built once, when the gate or layer is built, not per request.
+//!
+//! # Example
+//!
+//! ```
+//! use http::StatusCode;
+//! use scopegate::{Messages, Rejection, RejectionKind, Scope};
+//!
+//! # fn main() -> Result<(), scopegate::ScopeError> {
+//! let rejection = Rejection::InsufficientScope(Scope::new("contacts:write")?);
+//! assert_eq!(rejection.status(), StatusCode::FORBIDDEN);
+//! assert_eq!(rejection.kind().as_str(), "insufficient_scope");
+//! assert_eq!(
+//!     Messages::default().message(&rejection),
+//!     "This action requires the 'contacts:write' scope. Your credential does not have this permission."
+//! );
+//!
+//! let messages = Messages::default()
+//!     .with(RejectionKind::InvalidToken, "Unknown key.")
+//!     .with_insufficient_scope(|scope| format!("Missing {scope}."));
+//! assert_eq!(messages.message(&Rejection::InvalidToken), "Unknown key.");
+//! assert_eq!(messages.message(&rejection), "Missing contacts:write.");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::ResponseBody;
+use crate::scope::Scope;
+
+/// The entitlement every API request needs by default.
+pub const API_ACCESS: &str = "api-access";
+
+const API_ACCESS_MESSAGE: &str =
+    "API access is not enabled for this account. Please upgrade your plan.";
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// No `Authorization` header was sent.
+    MissingCredential,
+    /// The `Authorization` header is not a single well-formed Bearer credential.
+    Malformed(Malformed),
+    /// The token is unknown, revoked or expired.
+    InvalidToken,
+    /// The credential lacks the scope the route requires.
+    InsufficientScope(Scope),
+    /// The account's plan lacks an entitlement.
+    MissingEntitlement(Arc<str>),
+    /// The credential store failed or timed out; the request was refused
+    /// (fail closed).
+    StoreUnavailable,
+}
+
+/// What is wrong with an `Authorization` header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// The scheme is not `Bearer`.
+    Scheme,
+    /// `Bearer` with no token.
+    EmptyToken,
+    /// More than one `Authorization` header.
+    MultipleHeaders,
+    /// The token has characters outside RFC 6750's `b64token`.
+    InvalidCharacters,
+}
+
+impl Malformed {
+    const ALL: [Malformed; 4] = [
+        Malformed::Scheme,
+        Malformed::EmptyToken,
+        Malformed::MultipleHeaders,
+        Malformed::InvalidCharacters,
+    ];
+
+    fn default_message(self) -> &'static str {
+        match self {
+            Malformed::Scheme => {
+                "The Authorization header must use the Bearer scheme: 'Authorization: Bearer <token>'."
+            }
+            Malformed::EmptyToken => "The Authorization header has an empty Bearer token.",
+            Malformed::MultipleHeaders => "Send exactly one Authorization header.",
+            Malformed::InvalidCharacters => {
+                "The Bearer token contains characters that are not allowed in a token."
+            }
+        }
+    }
+}
+
+/// The `type` of an error body; one per row of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// 401 `unauthorized`: no credential.
+    Unauthorized,
+    /// 400 `invalid_request`: malformed `Authorization`.
+    InvalidRequest,
+    /// 401 `invalid_token`: unknown, revoked or expired.
+    InvalidToken,
+    /// 403 `insufficient_scope`.
+    InsufficientScope,
+    /// 403 `forbidden`: a plan entitlement is missing.
+    Forbidden,
+    /// 503 `service_unavailable`: the store failed.
+    ServiceUnavailable,
+}
+
+impl RejectionKind {
+    /// The `type` string of the error body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectionKind::Unauthorized => "unauthorized",
+            RejectionKind::InvalidRequest => "invalid_request",
+            RejectionKind::InvalidToken => "invalid_token",
+            RejectionKind::InsufficientScope => "insufficient_scope",
+            RejectionKind::Forbidden => "forbidden",
+            RejectionKind::ServiceUnavailable => "service_unavailable",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            RejectionKind::Unauthorized | RejectionKind::InvalidToken => StatusCode::UNAUTHORIZED,
+            RejectionKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            RejectionKind::InsufficientScope | RejectionKind::Forbidden => StatusCode::FORBIDDEN,
+            RejectionKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl fmt::Display for RejectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Rejection {
+    /// The contract row this rejection falls under.
+    pub fn kind(&self) -> RejectionKind {
+        match self {
+            Rejection::MissingCredential => RejectionKind::Unauthorized,
+            Rejection::Malformed(_) => RejectionKind::InvalidRequest,
+            Rejection::InvalidToken => RejectionKind::InvalidToken,
+            Rejection::InsufficientScope(_) => RejectionKind::InsufficientScope,
+            Rejection::MissingEntitlement(_) => RejectionKind::Forbidden,
+            Rejection::StoreUnavailable => RejectionKind::ServiceUnavailable,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.kind().status()
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::MissingCredential => f.write_str("no credential"),
+            Rejection::Malformed(m) => write!(f, "malformed Authorization header ({m:?})"),
+            Rejection::InvalidToken => f.write_str("invalid token"),
+            Rejection::InsufficientScope(s) => write!(f, "missing scope {s}"),
+            Rejection::MissingEntitlement(e) => write!(f, "missing entitlement {e}"),
+            Rejection::StoreUnavailable => f.write_str("credential store unavailable"),
+        }
+    }
+}
+
+type MessageFn = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// The messages of error bodies.
+///
+/// Defaults follow the API reference; override any of them. Messages are
+/// rendered once, when a gate or layer is built. See the
+/// [module docs](crate::error) for an example.
+#[derive(Clone, Default)]
+pub struct Messages {
+    fixed: Vec<(RejectionKind, Arc<str>)>,
+    insufficient_scope: Option<MessageFn>,
+    entitlement: Option<MessageFn>,
+}
+
+impl Messages {
+    /// Replaces the message of a kind with a fixed text. For
+    /// [`InvalidRequest`](RejectionKind::InvalidRequest) this replaces the
+    /// message of every [`Malformed`] reason; for
+    /// [`InsufficientScope`](RejectionKind::InsufficientScope) and
+    /// [`Forbidden`](RejectionKind::Forbidden) it replaces the message for
+    /// every scope or entitlement.
+    pub fn with(mut self, kind: RejectionKind, message: impl Into<String>) -> Self {
+        let message: Arc<str> = message.into().into();
+        self.fixed.retain(|(k, _)| *k != kind);
+        self.fixed.push((kind, message));
+        self
+    }
+
+    /// Renders the `insufficient_scope` message from the scope's name.
+    pub fn with_insufficient_scope(
+        mut self,
+        render: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.fixed
+            .retain(|(k, _)| *k != RejectionKind::InsufficientScope);
+        self.insufficient_scope = Some(Arc::new(render));
+        self
+    }
+
+    /// Renders the `forbidden` message from the entitlement's name.
+    pub fn with_entitlement(
+        mut self,
+        render: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.fixed.retain(|(k, _)| *k != RejectionKind::Forbidden);
+        self.entitlement = Some(Arc::new(render));
+        self
+    }
+
+    /// The message for `rejection`.
+    pub fn message(&self, rejection: &Rejection) -> String {
+        let kind = rejection.kind();
+        if let Some((_, fixed)) = self.fixed.iter().find(|(k, _)| *k == kind) {
+            return fixed.to_string();
+        }
+        match rejection {
+            Rejection::MissingCredential => {
+                "Authentication required. Send your token in the Authorization header: 'Authorization: Bearer <token>'.".to_owned()
+            }
+            Rejection::Malformed(m) => m.default_message().to_owned(),
+            Rejection::InvalidToken => "The access token is invalid, expired or revoked.".to_owned(),
+            Rejection::InsufficientScope(scope) => match &self.insufficient_scope {
+                Some(render) => render(scope.as_str()),
+                None => format!(
+                    "This action requires the '{scope}' scope. Your credential does not have this permission."
+                ),
+            },
+            Rejection::MissingEntitlement(entitlement) => match &self.entitlement {
+                Some(render) => render(entitlement),
+                None if &**entitlement == API_ACCESS => API_ACCESS_MESSAGE.to_owned(),
+                None => format!(
+                    "This action requires the '{entitlement}' entitlement, which is not enabled for this account. Please upgrade your plan."
+                ),
+            },
+            Rejection::StoreUnavailable => {
+                "Authentication is temporarily unavailable. Please retry shortly.".to_owned()
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Messages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Messages")
+            .field("fixed", &self.fixed)
+            .field("insufficient_scope", &self.insufficient_scope.is_some())
+            .field("entitlement", &self.entitlement.is_some())
+            .finish()
+    }
+}
+
+/// A rejection rendered once, at build time, and cloned into each response.
+#[derive(Clone, Debug)]
+pub(crate) struct ErrorResponse {
+    rejection: Rejection,
+    body: Bytes,
+    extra: Option<(http::HeaderName, HeaderValue)>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    message: &'a str,
+}
+
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+impl ErrorResponse {
+    pub(crate) fn new(rejection: Rejection, messages: &Messages, retry_after: Duration) -> Self {
+        let message = messages.message(&rejection);
+        let body = serde_json::to_vec(&Envelope {
+            error: ErrorBody {
+                kind: rejection.kind().as_str(),
+                message: &message,
+            },
+        })
+        .map(Bytes::from)
+        .unwrap_or_default();
+        let extra = match &rejection {
+            Rejection::MissingCredential => Some(HeaderValue::from_static("Bearer")),
+            Rejection::Malformed(_) => Some(HeaderValue::from_static(
+                r#"Bearer error="invalid_request""#,
+            )),
+            Rejection::InvalidToken => {
+                Some(HeaderValue::from_static(r#"Bearer error="invalid_token""#))
+            }
+            // A scope token has no '"' or '\' (RFC 6749 §3.3), so it can be quoted as is.
+            Rejection::InsufficientScope(scope) => Some(
+                HeaderValue::from_str(&format!(
+                    r#"Bearer error="insufficient_scope", scope="{scope}""#
+                ))
+                .unwrap_or_else(|_| {
+                    HeaderValue::from_static(r#"Bearer error="insufficient_scope""#)
+                }),
+            ),
+            Rejection::MissingEntitlement(_) | Rejection::StoreUnavailable => None,
+        }
+        .map(|value| (WWW_AUTHENTICATE, value));
+        let extra = match rejection {
+            Rejection::StoreUnavailable => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Some((RETRY_AFTER, HeaderValue::from(secs.max(1))))
+            }
+            _ => extra,
+        };
+        ErrorResponse {
+            rejection,
+            body,
+            extra,
+        }
+    }
+
+    /// The error responses of every rejection that does not depend on a route.
+    pub(crate) fn fixed(messages: &Messages, retry_after: Duration) -> FixedResponses {
+        let make = |r| ErrorResponse::new(r, messages, retry_after);
+        FixedResponses {
+            missing: make(Rejection::MissingCredential),
+            invalid_token: make(Rejection::InvalidToken),
+            malformed: Malformed::ALL.map(|m| make(Rejection::Malformed(m))),
+            unavailable: make(Rejection::StoreUnavailable),
+        }
+    }
+
+    pub(crate) fn to_response<B>(&self) -> Response<ResponseBody<B>> {
+        let mut response = Response::new(ResponseBody::error(self.body.clone()));
+        *response.status_mut() = self.rejection.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, JSON.clone());
+        headers.insert(CACHE_CONTROL, NO_STORE.clone());
+        if let Some((name, value)) = &self.extra {
+            headers.insert(name, value.clone());
+        }
+        response.extensions_mut().insert(self.rejection.clone());
+        response
+    }
+}
+
+/// Rendered responses for the rejections every gate can produce.
+#[derive(Clone, Debug)]
+pub(crate) struct FixedResponses {
+    pub(crate) missing: ErrorResponse,
+    pub(crate) invalid_token: ErrorResponse,
+    malformed: [ErrorResponse; 4],
+    pub(crate) unavailable: ErrorResponse,
+}
+
+impl FixedResponses {
+    pub(crate) fn malformed(&self, reason: Malformed) -> &ErrorResponse {
+        match reason {
+            Malformed::Scheme => &self.malformed[0],
+            Malformed::EmptyToken => &self.malformed[1],
+            Malformed::MultipleHeaders => &self.malformed[2],
+            Malformed::InvalidCharacters => &self.malformed[3],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn render(rejection: Rejection) -> (StatusCode, Vec<(String, String)>, String) {
+        let response = ErrorResponse::new(
+            rejection.clone(),
+            &Messages::default(),
+            Duration::from_millis(2500),
+        )
+        .to_response::<http_body_util::Empty<Bytes>>();
+        assert_eq!(response.extensions().get::<Rejection>(), Some(&rejection));
+        let status = response.status();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn headers(extra: Option<(&str, &str)>) -> Vec<(String, String)> {
+        let mut h = vec![
+            ("content-type".to_owned(), "application/json".to_owned()),
+            ("cache-control".to_owned(), "no-store".to_owned()),
+        ];
+        h.extend(extra.map(|(k, v)| (k.to_owned(), v.to_owned())));
+        h
+    }
+
+    #[tokio::test]
+    async fn every_row_of_the_contract_byte_for_byte() {
+        let cases = [
+            (
+                Rejection::InsufficientScope(Scope::new("contacts:write").unwrap()),
+                403,
+                r#"{"error":{"type":"insufficient_scope","message":"This action requires the 'contacts:write' scope. Your credential does not have this permission."}}"#,
+                Some((
+                    "www-authenticate",
+                    r#"Bearer error="insufficient_scope", scope="contacts:write""#,
+                )),
+            ),
+            (
+                Rejection::MissingEntitlement(API_ACCESS.into()),
+                403,
+                r#"{"error":{"type":"forbidden","message":"API access is not enabled for this account. Please upgrade your plan."}}"#,
+                None,
+            ),
+            (
+                Rejection::MissingEntitlement("sso".into()),
+                403,
+                r#"{"error":{"type":"forbidden","message":"This action requires the 'sso' entitlement, which is not enabled for this account. Please upgrade your plan."}}"#,
+                None,
+            ),
+            (
+                Rejection::MissingCredential,
+                401,
+                r#"{"error":{"type":"unauthorized","message":"Authentication required. Send your token in the Authorization header: 'Authorization: Bearer <token>'."}}"#,
+                Some(("www-authenticate", "Bearer")),
+            ),
+            (
+                Rejection::InvalidToken,
+                401,
+                r#"{"error":{"type":"invalid_token","message":"The access token is invalid, expired or revoked."}}"#,
+                Some(("www-authenticate", r#"Bearer error="invalid_token""#)),
+            ),
+            (
+                Rejection::Malformed(Malformed::Scheme),
+                400,
+                r#"{"error":{"type":"invalid_request","message":"The Authorization header must use the Bearer scheme: 'Authorization: Bearer <token>'."}}"#,
+                Some(("www-authenticate", r#"Bearer error="invalid_request""#)),
+            ),
+            (
+                Rejection::StoreUnavailable,
+                503,
+                r#"{"error":{"type":"service_unavailable","message":"Authentication is temporarily unavailable. Please retry shortly."}}"#,
+                Some(("retry-after", "3")),
+            ),
+        ];
+        for (rejection, status, body, extra) in cases {
+            let got = render(rejection).await;
+            assert_eq!(
+                got,
+                (
+                    StatusCode::from_u16(status).unwrap(),
+                    headers(extra),
+                    body.to_owned()
+                )
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn overridden_messages_are_json_escaped() {
+        let messages = Messages::default()
+            .with(RejectionKind::InvalidRequest, "Say \"Bearer\"")
+            .with_entitlement(|e| format!("no {e}"));
+        let r = ErrorResponse::new(
+            Rejection::Malformed(Malformed::EmptyToken),
+            &messages,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            r.body,
+            r#"{"error":{"type":"invalid_request","message":"Say \"Bearer\""}}"#
+        );
+        let r = ErrorResponse::new(
+            Rejection::MissingEntitlement("api-access".into()),
+            &messages,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            r.body,
+            r#"{"error":{"type":"forbidden","message":"no api-access"}}"#
+        );
+        // A later fixed text replaces a renderer, and the other way round.
+        let messages = messages.with(RejectionKind::Forbidden, "fixed");
+        assert_eq!(
+            messages.message(&Rejection::MissingEntitlement("x".into())),
+            "fixed"
+        );
+        let messages = messages.with_entitlement(|e| e.to_owned());
+        assert_eq!(
+            messages.message(&Rejection::MissingEntitlement("x".into())),
+            "x"
+        );
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        for (retry, want) in [
+            (Duration::ZERO, "1"),
+            (Duration::from_secs(5), "5"),
+            (Duration::from_millis(5001), "6"),
+        ] {
+            let r = ErrorResponse::new(Rejection::StoreUnavailable, &Messages::default(), retry);
+            assert_eq!(r.extra.unwrap().1, want);
+        }
+    }
+}

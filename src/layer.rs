@@ -1,0 +1,103 @@
+//! [`ScopeLayer`] and [`EntitlementLayer`].
+//!
+//! Both wrap a service in the same [`Guarded`] service: the hot path exists
+//! once. They differ in what they check: the credential's scopes against a
+//! [`Requirement`](crate::Requirement), or the account's plan against an
+//! entitlement. Whichever runs first resolves the credential and puts it into
+//! the request's extensions as `Arc<Credential>`; the other reuses it, so a
+//! request costs one lookup however many layers it passes.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{routing::get, Extension, Router};
+//! use scopegate::{CachedStore, Credential, Gate, MemoryStore};
+//!
+//! async fn list_contacts(Extension(credential): Extension<Arc<Credential>>) -> String {
+//!     format!("contacts of {}", credential.account_id())
+//! }
+//!
+//! # fn main() -> Result<(), scopegate::ConfigError> {
+//! let gate = Gate::new(CachedStore::new(MemoryStore::new()));
+//! let app: Router = Router::new()
+//!     // Per route: `route_layer`, so unknown paths stay 404 rather than 401.
+//!     .route("/api/v1/contacts", get(list_contacts).route_layer(gate.require_scope("contacts:read")?))
+//!     // Every API request needs the plan's `api-access`.
+//!     .route_layer(gate.api_access());
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use crate::gate::Guard;
+use crate::service::Guarded;
+
+/// Requires scopes of the credential; build it with
+/// [`Gate::require`](crate::Gate::require) or
+/// [`Gate::require_scope`](crate::Gate::require_scope).
+///
+/// A credential without the scope gets 403 `insufficient_scope`. See the
+/// [module docs](crate::layer) for an example.
+#[derive(Clone)]
+pub struct ScopeLayer {
+    guard: Arc<Guard>,
+}
+
+/// Requires an entitlement of the account's plan; build it with
+/// [`Gate::api_access`](crate::Gate::api_access) or
+/// [`Gate::require_entitlement`](crate::Gate::require_entitlement).
+///
+/// An account without it gets 403 `forbidden`. See the
+/// [module docs](crate::layer) for an example.
+#[derive(Clone)]
+pub struct EntitlementLayer {
+    guard: Arc<Guard>,
+}
+
+impl ScopeLayer {
+    pub(crate) fn new(guard: Arc<Guard>) -> Self {
+        ScopeLayer { guard }
+    }
+}
+
+impl EntitlementLayer {
+    pub(crate) fn new(guard: Arc<Guard>) -> Self {
+        EntitlementLayer { guard }
+    }
+}
+
+impl<S> Layer<S> for ScopeLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded::new(inner, Arc::clone(&self.guard))
+    }
+}
+
+impl<S> Layer<S> for EntitlementLayer {
+    type Service = Guarded<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Guarded::new(inner, Arc::clone(&self.guard))
+    }
+}
+
+impl fmt::Debug for ScopeLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ScopeLayer").field(&self.guard).finish()
+    }
+}
+
+impl fmt::Debug for EntitlementLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("EntitlementLayer")
+            .field(&self.guard)
+            .finish()
+    }
+}

@@ -1,0 +1,666 @@
+//! A moka cache in front of any [`CredentialStore`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use moka::future::Cache;
+use moka::Expiry;
+
+use super::{CredentialStore, StoreError};
+use crate::credential::{Credential, TokenHash};
+
+const DEFAULT_MAX_CAPACITY: u64 = 100_000;
+const DEFAULT_TIME_TO_LIVE: Duration = Duration::from_secs(60);
+const DEFAULT_NEGATIVE_MAX_CAPACITY: u64 = 10_000;
+const DEFAULT_NEGATIVE_TIME_TO_LIVE: Duration = Duration::from_secs(5);
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A moka cache in front of a [`CredentialStore`].
+///
+/// - Found credentials are cached for `time_to_live`, and never past the
+///   credential's own expiry. Without push invalidation, `time_to_live` is the
+///   bound on how long a revocation made elsewhere can go unnoticed.
+/// - Concurrent misses for one token make exactly one store call.
+/// - "Not found" answers go to a separate, bounded, short-lived negative
+///   cache, so a flood of one bad token costs one store call per
+///   `negative_time_to_live`.
+/// - Store errors and timeouts are never cached.
+/// - `invalidate*` take effect on the very next lookup, including against a
+///   store call that was already under way when they were called.
+///
+/// Memory: a moka entry costs roughly 340 bytes at a million entries (plus the
+/// credential itself), so the default `max_capacity` of 100 000 is about
+/// 35 MB at most.
+///
+/// Cloning is cheap: clones share the cache.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use scopegate::{CachedStore, Credential, CredentialKind, MemoryStore, TokenHash};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), scopegate::StoreError> {
+/// let keys = MemoryStore::new();
+/// let hash = keys.insert_token("ohk_1", Credential::new("key_1", "ws_acme", CredentialKind::ApiKey));
+///
+/// let cache = CachedStore::builder(keys.clone())
+///     .max_capacity(10_000)
+///     .time_to_live(Duration::from_secs(30))
+///     .build();
+///
+/// assert_eq!(cache.resolve(&hash).await?.unwrap().id(), "key_1");
+/// assert_eq!(cache.resolve(&hash).await?.unwrap().id(), "key_1");
+/// let stats = cache.stats();
+/// assert_eq!((stats.misses, stats.hits), (1, 1));
+///
+/// // Revoke in the store, then drop the cached copy: the next lookup misses.
+/// keys.revoke_credential("key_1");
+/// cache.invalidate_credential("key_1");
+/// assert!(cache.resolve(&hash).await?.is_none());
+/// # Ok(())
+/// # }
+/// ```
+pub struct CachedStore<S> {
+    shared: Arc<Shared<S>>,
+}
+
+struct Shared<S> {
+    store: S,
+    positive: Cache<TokenHash, Arc<Credential>>,
+    negative: Cache<TokenHash, ()>,
+    store_timeout: Option<Duration>,
+    /// Bumped before every invalidation; a store call that straddles a bump
+    /// drops what it cached, so it cannot resurrect a revoked credential.
+    epoch: AtomicU64,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    negative_hits: AtomicU64,
+    misses: AtomicU64,
+    coalesced: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counters of a [`CachedStore`], read with [`CachedStore::stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Lookups answered with a cached credential.
+    pub hits: u64,
+    /// Lookups answered "not found" by the negative cache.
+    pub negative_hits: u64,
+    /// Lookups that called the store: one per store call.
+    pub misses: u64,
+    /// Lookups that waited for another lookup's store call instead of making one.
+    pub coalesced: u64,
+    /// Store calls that failed or timed out.
+    pub errors: u64,
+}
+
+/// What a single-flight store call produced when it did not produce a credential.
+enum LoadFailure {
+    NotFound,
+    Store(StoreError),
+}
+
+impl<S: CredentialStore> CachedStore<S> {
+    /// A cache with the default settings: `max_capacity` 100 000,
+    /// `time_to_live` 60 s, negative cache 10 000 entries for 5 s, and a 5 s
+    /// store timeout.
+    pub fn new(store: S) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// Starts configuring a cache in front of `store`.
+    pub fn builder(store: S) -> CachedStoreBuilder<S> {
+        CachedStoreBuilder {
+            store,
+            max_capacity: DEFAULT_MAX_CAPACITY,
+            time_to_live: DEFAULT_TIME_TO_LIVE,
+            negative_max_capacity: DEFAULT_NEGATIVE_MAX_CAPACITY,
+            negative_time_to_live: DEFAULT_NEGATIVE_TIME_TO_LIVE,
+            store_timeout: Some(DEFAULT_STORE_TIMEOUT),
+        }
+    }
+
+    /// Resolves `hash` through the cache, calling the store on a miss.
+    ///
+    /// `Ok(None)` means unknown, revoked or expired.
+    ///
+    /// # Errors
+    ///
+    /// The store's error, or [`StoreError::timeout`] when it did not answer in
+    /// time. Errors are not cached.
+    pub async fn resolve(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, StoreError> {
+        let shared = &*self.shared;
+        if let Some(credential) = shared.positive.get(hash).await {
+            Counters::bump(&shared.counters.hits);
+            return Ok(Some(credential));
+        }
+        if shared.negative.get(hash).await.is_some() {
+            Counters::bump(&shared.counters.negative_hits);
+            return Ok(None);
+        }
+        self.load(hash).await
+    }
+
+    /// The cached answer for `hash`, if the cache can give one without waiting.
+    ///
+    /// `Some(Some(_))` is a hit, `Some(None)` a negative hit, and `None` means
+    /// "ask [`resolve`](Self::resolve)". This is the request path's fast lane:
+    /// moka's `get` completes at once unless it has to wait for its own
+    /// housekeeping, so polling it once avoids boxing a future on a hit.
+    pub(crate) fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
+        let shared = &*self.shared;
+        match poll_once(shared.positive.get(hash))? {
+            Some(credential) => {
+                Counters::bump(&shared.counters.hits);
+                Some(Some(credential))
+            }
+            None => {
+                poll_once(shared.negative.get(hash))??;
+                Counters::bump(&shared.counters.negative_hits);
+                Some(None)
+            }
+        }
+    }
+
+    async fn load(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, StoreError> {
+        let shared = &*self.shared;
+        let epoch = shared.epoch.load(Ordering::SeqCst);
+        let called = AtomicBool::new(false);
+        let result = shared
+            .positive
+            .try_get_with_by_ref(hash, async {
+                called.store(true, Ordering::Relaxed);
+                Counters::bump(&shared.counters.misses);
+                match shared.fetch(hash).await {
+                    Ok(Some(credential)) if !credential.is_expired(SystemTime::now()) => {
+                        Ok(Arc::new(credential))
+                    }
+                    Ok(_) => {
+                        // Fill the negative cache before the waiters wake, so
+                        // none of them, nor the next request, calls the store.
+                        shared.negative.insert(*hash, ()).await;
+                        Err(LoadFailure::NotFound)
+                    }
+                    Err(error) => {
+                        Counters::bump(&shared.counters.errors);
+                        Err(LoadFailure::Store(error))
+                    }
+                }
+            })
+            .await;
+        let called = called.load(Ordering::Relaxed);
+        if !called {
+            Counters::bump(&shared.counters.coalesced);
+        } else if shared.epoch.load(Ordering::SeqCst) != epoch {
+            // An invalidation ran while the store was being read: what the
+            // store said may predate it. Serve it to this request, which began
+            // before the invalidation, but do not keep it.
+            shared.positive.invalidate(hash).await;
+            shared.negative.invalidate(hash).await;
+        }
+        match result {
+            Ok(credential) => Ok(Some(credential)),
+            Err(failure) => match &*failure {
+                LoadFailure::NotFound => Ok(None),
+                LoadFailure::Store(error) => Err(error.clone()),
+            },
+        }
+    }
+
+    /// Drops whatever is cached for `hash`, found or not found.
+    pub async fn invalidate(&self, hash: &TokenHash) {
+        let shared = &*self.shared;
+        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        shared.positive.invalidate(hash).await;
+        shared.negative.invalidate(hash).await;
+    }
+
+    /// Drops every cached token of the credential `id`.
+    pub fn invalidate_credential(&self, id: &str) {
+        let id: Box<str> = id.into();
+        self.invalidate_if(move |credential| credential.id() == &*id);
+    }
+
+    /// Drops every cached token of the account `id` (after a plan change, for
+    /// example).
+    pub fn invalidate_account(&self, id: &str) {
+        let id: Box<str> = id.into();
+        self.invalidate_if(move |credential| credential.account_id() == &*id);
+    }
+
+    /// Drops everything.
+    pub fn invalidate_all(&self) {
+        let shared = &*self.shared;
+        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        shared.positive.invalidate_all();
+        shared.negative.invalidate_all();
+    }
+
+    fn invalidate_if(&self, predicate: impl Fn(&Credential) -> bool + Send + Sync + 'static) {
+        let shared = &*self.shared;
+        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        // moka guarantees that no read returns an entry the predicate matches,
+        // from now on. It can only refuse if closures were not enabled at
+        // build time, which `build` always does; dropping everything is the
+        // safe answer all the same.
+        if shared
+            .positive
+            .invalidate_entries_if(move |_, credential| predicate(credential))
+            .is_err()
+        {
+            shared.positive.invalidate_all();
+        }
+    }
+
+    /// The hit, miss, negative-hit, coalesced and error counters.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.shared.counters;
+        CacheStats {
+            hits: c.hits.load(Ordering::Relaxed),
+            negative_hits: c.negative_hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many credentials are cached (approximate until
+    /// [`run_pending_tasks`](Self::run_pending_tasks) has run).
+    pub fn entry_count(&self) -> u64 {
+        self.shared.positive.entry_count()
+    }
+
+    /// Runs moka's pending maintenance (evictions, counts) now. Tests call it
+    /// before asserting [`entry_count`](Self::entry_count).
+    pub async fn run_pending_tasks(&self) {
+        self.shared.positive.run_pending_tasks().await;
+        self.shared.negative.run_pending_tasks().await;
+    }
+
+    /// The store behind the cache.
+    pub fn store(&self) -> &S {
+        &self.shared.store
+    }
+}
+
+impl<S: CredentialStore> Shared<S> {
+    async fn fetch(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        match self.store_timeout {
+            Some(limit) => tokio::time::timeout(limit, self.store.resolve(hash))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::timeout())),
+            None => self.store.resolve(hash).await,
+        }
+    }
+}
+
+/// Polls a future once with a no-op waker.
+fn poll_once<F: Future>(future: F) -> Option<F::Output> {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => Some(output),
+        Poll::Pending => None,
+    }
+}
+
+impl<S> Clone for CachedStore<S> {
+    fn clone(&self) -> Self {
+        CachedStore {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for CachedStore<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("store", &self.shared.store)
+            .field("entry_count", &self.shared.positive.entry_count())
+            .field("store_timeout", &self.shared.store_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`CachedStore`]; start with [`CachedStore::builder`].
+#[derive(Debug)]
+#[must_use]
+pub struct CachedStoreBuilder<S> {
+    store: S,
+    max_capacity: u64,
+    time_to_live: Duration,
+    negative_max_capacity: u64,
+    negative_time_to_live: Duration,
+    store_timeout: Option<Duration>,
+}
+
+impl<S: CredentialStore> CachedStoreBuilder<S> {
+    /// The most credentials to cache (default 100 000).
+    pub fn max_capacity(mut self, max_capacity: u64) -> Self {
+        self.max_capacity = max_capacity;
+        self
+    }
+
+    /// How long a found credential stays cached (default 60 s); an entry also
+    /// never outlives the credential's own expiry. This is the revocation
+    /// bound when nothing calls `invalidate*`.
+    pub fn time_to_live(mut self, time_to_live: Duration) -> Self {
+        self.time_to_live = time_to_live;
+        self
+    }
+
+    /// The most "not found" answers to cache (default 10 000).
+    pub fn negative_max_capacity(mut self, max_capacity: u64) -> Self {
+        self.negative_max_capacity = max_capacity;
+        self
+    }
+
+    /// How long a "not found" answer stays cached (default 5 s): how long a
+    /// key created elsewhere can be refused after one failed attempt, unless
+    /// [`CachedStore::invalidate`] is called for its hash.
+    pub fn negative_time_to_live(mut self, time_to_live: Duration) -> Self {
+        self.negative_time_to_live = time_to_live;
+        self
+    }
+
+    /// How long to wait for the store before answering 503 (default 5 s);
+    /// `None` waits forever.
+    pub fn store_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// Builds the cache.
+    pub fn build(self) -> CachedStore<S> {
+        let positive = Cache::builder()
+            .max_capacity(self.max_capacity)
+            .expire_after(CredentialExpiry {
+                time_to_live: self.time_to_live,
+            })
+            .support_invalidation_closures()
+            .build();
+        let negative = Cache::builder()
+            .max_capacity(self.negative_max_capacity)
+            .time_to_live(self.negative_time_to_live)
+            .build();
+        CachedStore {
+            shared: Arc::new(Shared {
+                store: self.store,
+                positive,
+                negative,
+                store_timeout: self.store_timeout,
+                epoch: AtomicU64::new(0),
+                counters: Counters::default(),
+            }),
+        }
+    }
+}
+
+/// `time_to_live`, cut short by the credential's own expiry.
+struct CredentialExpiry {
+    time_to_live: Duration,
+}
+
+impl Expiry<TokenHash, Arc<Credential>> for CredentialExpiry {
+    fn expire_after_create(
+        &self,
+        _: &TokenHash,
+        credential: &Arc<Credential>,
+        _: Instant,
+    ) -> Option<Duration> {
+        let left = credential.expires_at().map_or(self.time_to_live, |at| {
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        });
+        Some(left.min(self.time_to_live))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::CredentialKind;
+    use crate::store::MemoryStore;
+    use async_trait::async_trait;
+    use futures_util::future::join_all as futures_join_all;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A store that counts calls, can be slowed down, and can fail.
+    #[derive(Default)]
+    struct Probe {
+        inner: MemoryStore,
+        calls: AtomicUsize,
+        delay: Option<Duration>,
+        fail: AtomicBool,
+    }
+
+    #[async_trait]
+    impl CredentialStore for Probe {
+        async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            // Read first, then take time answering: the answer can be stale
+            // by the time it arrives, as with a real database.
+            let answer = self.inner.resolve(hash).await;
+            if let Some(delay) = self.delay {
+                tokio::time::sleep(delay).await;
+            }
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(StoreError::new("connection refused"));
+            }
+            answer
+        }
+    }
+
+    fn key(id: &str, account: &str) -> Credential {
+        Credential::new(id, account, CredentialKind::ApiKey).with_entitlements(["api-access"])
+    }
+
+    fn probe(delay: Option<Duration>) -> Probe {
+        Probe {
+            delay,
+            ..Probe::default()
+        }
+    }
+
+    fn calls(cache: &CachedStore<Arc<Probe>>) -> usize {
+        cache.store().calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn hundred_concurrent_cold_lookups_make_one_store_call() {
+        let probe = Arc::new(probe(Some(Duration::from_millis(50))));
+        let hash = probe.inner.insert_token("cold", key("key_1", "ws"));
+        let cache = CachedStore::new(Arc::clone(&probe));
+        let lookups = (0..100).map(|_| cache.resolve(&hash));
+        let results = futures_join_all(lookups).await;
+        assert!(results
+            .iter()
+            .all(|r| r.as_ref().unwrap().as_ref().unwrap().id() == "key_1"));
+        assert_eq!(calls(&cache), 1);
+        let stats = cache.stats();
+        assert_eq!((stats.misses, stats.coalesced, stats.hits), (1, 99, 0));
+        cache.resolve(&hash).await.unwrap();
+        assert_eq!(cache.stats().hits, 1);
+        assert_eq!(calls(&cache), 1);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_one_unknown_token_makes_one_store_call() {
+        let cache = CachedStore::new(Arc::new(probe(Some(Duration::from_millis(20)))));
+        let hash = TokenHash::of("nope");
+        let results = futures_join_all((0..100).map(|_| cache.resolve(&hash))).await;
+        assert!(results.iter().all(|r| matches!(r, Ok(None))));
+        for _ in 0..100 {
+            assert!(cache.resolve(&hash).await.unwrap().is_none());
+        }
+        assert_eq!(calls(&cache), 1);
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.misses, stats.coalesced, stats.negative_hits),
+            (1, 99, 100)
+        );
+        assert_eq!(cache.cached(&hash), Some(None));
+    }
+
+    #[tokio::test]
+    async fn negative_entries_expire() {
+        let probe = Arc::new(Probe::default());
+        let cache = CachedStore::builder(Arc::clone(&probe))
+            .negative_time_to_live(Duration::from_millis(100))
+            .build();
+        let hash = TokenHash::of("later");
+        assert!(cache.resolve(&hash).await.unwrap().is_none());
+        probe.inner.insert(hash, key("key_new", "ws"));
+        assert!(
+            cache.resolve(&hash).await.unwrap().is_none(),
+            "still negatively cached"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(cache.resolve(&hash).await.unwrap().unwrap().id(), "key_new");
+        assert_eq!(calls(&cache), 2);
+    }
+
+    #[tokio::test]
+    async fn invalidate_hash_clears_a_negative_entry_too() {
+        let probe = Arc::new(Probe::default());
+        let cache = CachedStore::new(Arc::clone(&probe));
+        let hash = TokenHash::of("created-after-a-guess");
+        assert!(cache.resolve(&hash).await.unwrap().is_none());
+        probe.inner.insert(hash, key("key_new", "ws"));
+        cache.invalidate(&hash).await;
+        assert_eq!(cache.resolve(&hash).await.unwrap().unwrap().id(), "key_new");
+    }
+
+    #[tokio::test]
+    async fn entries_expire_with_the_ttl_and_never_outlive_the_credential() {
+        let probe = Arc::new(Probe::default());
+        let short = probe.inner.insert_token(
+            "short",
+            key("key_short", "ws").with_expires_at(SystemTime::now() + Duration::from_millis(150)),
+        );
+        let long = probe.inner.insert_token("long", key("key_long", "ws"));
+        let expired = probe.inner.insert_token(
+            "expired",
+            key("key_old", "ws").with_expires_at(SystemTime::now()),
+        );
+        let cache = CachedStore::builder(Arc::clone(&probe))
+            .time_to_live(Duration::from_millis(400))
+            .build();
+        assert!(
+            cache.resolve(&expired).await.unwrap().is_none(),
+            "expired is not found"
+        );
+        assert!(cache.resolve(&short).await.unwrap().is_some());
+        assert!(cache.resolve(&long).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The short credential expired in the cache even though the TTL has not.
+        assert!(cache.cached(&short).is_none());
+        assert!(cache.cached(&long).is_some());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(cache.cached(&long).is_none(), "ttl elapsed");
+    }
+
+    #[tokio::test]
+    async fn each_invalidation_takes_effect_on_the_next_lookup() {
+        let probe = Arc::new(Probe::default());
+        let a1 = probe.inner.insert_token("a1", key("key_a", "ws_1"));
+        let a2 = probe.inner.insert_token("a2", key("key_a", "ws_1"));
+        let b = probe.inner.insert_token("b", key("key_b", "ws_1"));
+        let c = probe.inner.insert_token("c", key("key_c", "ws_2"));
+        let cache = CachedStore::new(Arc::clone(&probe));
+        let warm = |cache: CachedStore<Arc<Probe>>| async move {
+            for h in [a1, a2, b, c] {
+                cache.resolve(&h).await.unwrap();
+            }
+        };
+        warm(cache.clone()).await;
+        let cached = |h: &TokenHash| cache.cached(h).is_some();
+
+        cache.invalidate(&b).await;
+        assert!(!cached(&b) && cached(&a1) && cached(&c));
+
+        warm(cache.clone()).await;
+        cache.invalidate_credential("key_a");
+        assert!(!cached(&a1) && !cached(&a2) && cached(&b) && cached(&c));
+
+        warm(cache.clone()).await;
+        cache.invalidate_account("ws_1");
+        assert!(!cached(&a1) && !cached(&a2) && !cached(&b) && cached(&c));
+
+        warm(cache.clone()).await;
+        cache.invalidate_all();
+        assert!([a1, a2, b, c].iter().all(|h| !cached(h)));
+        cache.run_pending_tasks().await;
+        assert_eq!(cache.entry_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_revocation_during_a_store_call_is_not_undone_by_it() {
+        let probe = Arc::new(probe(Some(Duration::from_millis(100))));
+        let hash = probe.inner.insert_token("racy", key("key_r", "ws"));
+        let cache = CachedStore::new(Arc::clone(&probe));
+        let lookup = tokio::spawn({
+            let cache = cache.clone();
+            async move { cache.resolve(&hash).await }
+        });
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        // The store was read before the revocation; the lookup still returns it …
+        probe.inner.revoke(&hash);
+        cache.invalidate_credential("key_r");
+        assert!(lookup.await.unwrap().unwrap().is_some());
+        // … but it was not cached.
+        assert!(cache.resolve(&hash).await.unwrap().is_none());
+        assert_eq!(calls(&cache), 2);
+    }
+
+    #[tokio::test]
+    async fn errors_are_shared_by_waiters_but_never_cached() {
+        let probe = Arc::new(probe(Some(Duration::from_millis(20))));
+        let hash = probe.inner.insert_token("t", key("key_1", "ws"));
+        probe.fail.store(true, Ordering::SeqCst);
+        let cache = CachedStore::new(Arc::clone(&probe));
+        let results = futures_join_all((0..10).map(|_| cache.resolve(&hash))).await;
+        for r in &results {
+            assert_eq!(
+                r.as_ref().unwrap_err().to_string(),
+                "credential store failed: connection refused"
+            );
+        }
+        assert_eq!((calls(&cache), cache.stats().errors), (1, 1));
+        assert!(
+            cache.cached(&hash).is_none(),
+            "neither positive nor negative"
+        );
+        probe.fail.store(false, Ordering::SeqCst);
+        assert!(cache.resolve(&hash).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_hanging_store_times_out() {
+        let probe = Arc::new(probe(Some(Duration::from_secs(3600))));
+        let cache = CachedStore::builder(Arc::clone(&probe))
+            .store_timeout(Some(Duration::from_millis(50)))
+            .build();
+        let err = cache.resolve(&TokenHash::of("t")).await.unwrap_err();
+        assert!(err.is_timeout());
+        assert_eq!(err.to_string(), "credential store timed out");
+        assert_eq!(cache.stats().errors, 1);
+    }
+}

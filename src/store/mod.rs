@@ -1,0 +1,155 @@
+//! Credential stores: where token hashes are resolved to credentials.
+//!
+//! [`CredentialStore`] is the plug-in point. It is object-safe, so a gate holds
+//! any store as `Arc<dyn CredentialStore>`, and it is called only when the
+//! [`CachedStore`] in front of it misses, so its boxed future stays off the hot
+//! path. [`MemoryStore`] is the embedded default.
+//!
+//! # Example: a store of your own
+//!
+//! ```
+//! use async_trait::async_trait;
+//! use scopegate::{Credential, CredentialKind, CredentialStore, ScopeSet, StoreError, TokenHash};
+//!
+//! struct OneKey {
+//!     hash: TokenHash,
+//! }
+//!
+//! #[async_trait]
+//! impl CredentialStore for OneKey {
+//!     async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+//!         if *hash != self.hash {
+//!             return Ok(None);
+//!         }
+//!         let scopes = ScopeSet::parse(["contacts:read"]).map_err(StoreError::new)?;
+//!         Ok(Some(
+//!             Credential::new("key_1", "ws_acme", CredentialKind::ApiKey)
+//!                 .with_scopes(scopes)
+//!                 .with_entitlements(["api-access"]),
+//!         ))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let store = OneKey { hash: TokenHash::of("secret") };
+//! let found = store.resolve(&TokenHash::of("secret")).await.unwrap();
+//! assert_eq!(found.unwrap().id(), "key_1");
+//! assert!(store.resolve(&TokenHash::of("other")).await.unwrap().is_none());
+//! # }
+//! ```
+
+use std::error::Error;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::credential::{Credential, TokenHash};
+
+mod cached;
+mod memory;
+
+pub use cached::{CacheStats, CachedStore, CachedStoreBuilder};
+pub use memory::{LoadError, MemoryStore};
+
+/// `Box<dyn Error + Send + Sync>`, as in tower.
+pub type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Resolves a token hash to the credential it stands for.
+///
+/// Return `Ok(None)` for an unknown or revoked token (the client gets 401) and
+/// `Err` when the store cannot answer (the client gets 503; a store error never
+/// lets a request through). Returning an expired credential is allowed: the
+/// cache treats it as not found.
+///
+/// See the [module docs](crate::store) for an example.
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    /// Looks up the credential for `hash`.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the backend is unreachable or fails.
+    async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError>;
+}
+
+#[async_trait]
+impl<T: CredentialStore + ?Sized> CredentialStore for Arc<T> {
+    async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        (**self).resolve(hash).await
+    }
+}
+
+#[async_trait]
+impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
+    async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        (**self).resolve(hash).await
+    }
+}
+
+/// A credential store could not answer.
+///
+/// Cheap to clone (concurrent requests waiting on one lookup all receive it).
+/// Its `Display` is for logs; clients only ever see the 503 body.
+#[derive(Clone)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    source: Option<Arc<dyn Error + Send + Sync>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StoreErrorKind {
+    Backend,
+    Timeout,
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        StoreError {
+            kind: StoreErrorKind::Backend,
+            source: Some(Arc::from(source.into())),
+        }
+    }
+
+    /// The store did not answer within the configured timeout.
+    pub fn timeout() -> Self {
+        StoreError {
+            kind: StoreErrorKind::Timeout,
+            source: None,
+        }
+    }
+
+    /// Whether this is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.kind == StoreErrorKind::Timeout
+    }
+}
+
+impl fmt::Debug for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreError")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.source) {
+            (StoreErrorKind::Timeout, _) => f.write_str("credential store timed out"),
+            (StoreErrorKind::Backend, Some(source)) => {
+                write!(f, "credential store failed: {source}")
+            }
+            (StoreErrorKind::Backend, None) => f.write_str("credential store failed"),
+        }
+    }
+}
+
+impl Error for StoreError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn Error + 'static))
+    }
+}
