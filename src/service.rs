@@ -211,3 +211,252 @@ where
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        CachedStore, Credential, CredentialKind, CredentialStore, Gate, MemoryStore, ScopeSet,
+        StoreError, TokenHash,
+    };
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use http::StatusCode;
+    use http_body_util::{BodyExt, Empty, Full};
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+    use tower_layer::Layer;
+    use tower_test::mock;
+
+    /// Counts store calls; `Err` when `broken`, never answers when `hanging`.
+    #[derive(Default)]
+    struct Backend {
+        keys: MemoryStore,
+        calls: AtomicUsize,
+        broken: bool,
+        hanging: bool,
+    }
+
+    #[async_trait]
+    impl CredentialStore for Backend {
+        async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.hanging {
+                std::future::pending::<()>().await;
+            }
+            if self.broken {
+                return Err(StoreError::new("down"));
+            }
+            self.keys.resolve(hash).await
+        }
+    }
+
+    fn backend() -> Arc<Backend> {
+        let backend = Backend::default();
+        backend.keys.insert_token(
+            "good",
+            Credential::new("key_1", "ws_acme", CredentialKind::ApiKey)
+                .with_scopes(ScopeSet::parse(["contacts:read"]).unwrap())
+                .with_entitlements(["api-access"]),
+        );
+        backend.keys.insert_token(
+            "free",
+            Credential::new("key_2", "ws_free", CredentialKind::ApiKey)
+                .with_scopes(ScopeSet::parse(["contacts:read"]).unwrap()),
+        );
+        Arc::new(backend)
+    }
+
+    fn request(token: Option<&str>) -> Request<Empty<Bytes>> {
+        let mut builder = Request::get("/api/v1/contacts");
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(Empty::new()).unwrap()
+    }
+
+    async fn echo(request: Request<Empty<Bytes>>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let who = request
+            .extensions()
+            .get::<Arc<Credential>>()
+            .map_or("nobody".to_owned(), |c| c.id().to_owned());
+        Ok(Response::new(Full::new(Bytes::from(who))))
+    }
+
+    async fn send<S, B>(svc: &mut S, token: Option<&str>) -> (StatusCode, String)
+    where
+        S: Service<Request<Empty<Bytes>>, Response = Response<B>, Error = Infallible>,
+        B: http_body::Body<Data = Bytes>,
+        B::Error: fmt::Debug,
+    {
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request(token))
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn stacked_layers_make_one_lookup() {
+        let backend = backend();
+        let cache = CachedStore::new(Arc::clone(&backend));
+        let gate = Gate::new(cache.clone());
+        let mut svc = ServiceBuilder::new()
+            .layer(gate.api_access())
+            .layer(gate.require_scope("contacts:read").unwrap())
+            .service_fn(echo);
+
+        assert_eq!(
+            send(&mut svc, Some("good")).await,
+            (StatusCode::OK, "key_1".into())
+        );
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+        let stats = cache.stats();
+        assert_eq!(
+            (stats.misses, stats.hits),
+            (1, 0),
+            "the inner layer reused the credential"
+        );
+
+        assert_eq!(
+            send(&mut svc, Some("good")).await,
+            (StatusCode::OK, "key_1".into())
+        );
+        let stats = cache.stats();
+        assert_eq!((stats.misses, stats.hits), (1, 1), "one hit for two layers");
+        assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn each_layer_works_alone_and_rejects_with_the_contract() {
+        let gate = Gate::new(CachedStore::new(backend()));
+        let mut entitlement = gate.api_access().layer(service_fn(echo));
+        let mut scope = gate
+            .require_scope("contacts:write")
+            .unwrap()
+            .layer(service_fn(echo));
+
+        assert_eq!(send(&mut entitlement, Some("good")).await.0, StatusCode::OK);
+        assert_eq!(
+            send(&mut entitlement, Some("free")).await,
+            (
+                StatusCode::FORBIDDEN,
+                r#"{"error":{"type":"forbidden","message":"API access is not enabled for this account. Please upgrade your plan."}}"#.into()
+            )
+        );
+        // Rejections are the same whether the credential came from the store or the cache.
+        for _ in 0..2 {
+            assert_eq!(
+                send(&mut scope, Some("good")).await.0,
+                StatusCode::FORBIDDEN
+            );
+            assert_eq!(
+                send(&mut scope, Some("unknown")).await.0,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        assert_eq!(send(&mut scope, None).await.0, StatusCode::UNAUTHORIZED);
+    }
+
+    #[tokio::test]
+    async fn store_errors_and_hangs_fail_closed() {
+        for backend in [
+            Backend {
+                broken: true,
+                ..Backend::default()
+            },
+            Backend {
+                hanging: true,
+                ..Backend::default()
+            },
+        ] {
+            backend.keys.insert_token(
+                "good",
+                Credential::new("key_1", "ws", CredentialKind::ApiKey)
+                    .with_entitlements(["api-access"]),
+            );
+            let cache = CachedStore::builder(backend)
+                .store_timeout(Some(Duration::from_millis(50)))
+                .build();
+            let gate = Gate::new(cache);
+            let mut svc = gate.api_access().layer(service_fn(echo));
+            let response = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(request(Some("good")))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()["retry-after"], "5");
+            assert_eq!(
+                response.extensions().get(),
+                Some(&crate::Rejection::StoreUnavailable)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn poll_ready_forwards_and_call_uses_the_ready_service() {
+        let gate = Gate::new(CachedStore::new(backend()));
+        let (service, mut handle) = mock::pair::<Request<Empty<Bytes>>, Response<Full<Bytes>>>();
+        let mut svc = tower_test::mock::Spawn::new(gate.api_access().layer(service));
+
+        // Not ready inside: not ready outside.
+        handle.allow(0);
+        assert!(svc.poll_ready().is_pending());
+
+        // A cold token goes through the store; the mock panics if the clone
+        // that was not polled ready were called.
+        handle.allow(1);
+        assert!(svc.poll_ready().is_ready());
+        let cold = tokio::spawn(svc.call(request(Some("good"))));
+        let (seen, reply) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .expect("the inner service was never called")
+            .unwrap();
+        assert_eq!(
+            seen.extensions().get::<Arc<Credential>>().unwrap().id(),
+            "key_1"
+        );
+        reply.send_response(Response::new(Full::new(Bytes::from_static(b"ok"))));
+        assert_eq!(cold.await.unwrap().unwrap().status(), StatusCode::OK);
+
+        // A cached token is decided in `call`, again on the ready service.
+        handle.allow(1);
+        assert!(svc.poll_ready().is_ready());
+        let warm = tokio::spawn(svc.call(request(Some("good"))));
+        let (_, reply) = handle.next_request().await.unwrap();
+        reply.send_response(Response::new(Full::new(Bytes::from_static(b"ok"))));
+        assert_eq!(warm.await.unwrap().unwrap().status(), StatusCode::OK);
+
+        // A rejection never reaches the inner service.
+        handle.allow(1);
+        assert!(svc.poll_ready().is_ready());
+        let denied = svc.call(request(None)).await.unwrap();
+        assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+        assert!(handle.poll_request().is_pending());
+    }
+
+    #[tokio::test]
+    async fn inner_errors_pass_through() {
+        let gate = Gate::new(CachedStore::new(backend()));
+        let failing = service_fn(|_: Request<Empty<Bytes>>| async {
+            Err::<Response<Full<Bytes>>, _>("boom")
+        });
+        let err = gate
+            .api_access()
+            .layer(failing)
+            .oneshot(request(Some("good")))
+            .await
+            .unwrap_err();
+        assert_eq!(err, "boom");
+    }
+}
