@@ -330,8 +330,7 @@ mod tests {
         ];
         for (json, want) in cases {
             let err = MemoryStore::from_json(&json)
-                .err()
-                .expect("must fail")
+                .expect_err("must fail")
                 .to_string();
             assert!(err.starts_with(want), "{err:?} should start with {want:?}");
         }

@@ -1,0 +1,520 @@
+//! The OnboardingHub API over in-memory data, protected by scopegate.
+//!
+//! `main.rs` serves it; the integration tests in `tests/` include this file and
+//! serve it on an ephemeral loopback port.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use scopegate::{
+    CachedStore, ConfigError, Credential, CredentialKind, Gate, MemoryStore, ScopeLayer, ScopeSet,
+    TokenHash,
+};
+use serde_json::{json, Map, Value};
+
+/// Every scope of the reference's scope table.
+pub const SCOPES: [&str; 8] = [
+    "contacts:read",
+    "contacts:write",
+    "organisations:read",
+    "organisations:write",
+    "enrollments:read",
+    "enrollments:write",
+    "guides:read",
+    "webhooks:manage",
+];
+
+/// The workspace whose developer settings `/developer/keys` manages.
+pub const WORKSPACE: &str = "ws_acme";
+
+/// A fixed demo credential, listed in README.
+pub struct DemoKey {
+    pub token: &'static str,
+    pub id: &'static str,
+    pub name: &'static str,
+    pub workspace: &'static str,
+    pub scopes: &'static [&'static str],
+    /// Whether the workspace's plan includes `api-access`.
+    pub api_access: bool,
+}
+
+/// The three demo credentials.
+pub const DEMO_KEYS: [DemoKey; 3] = [
+    DemoKey {
+        token: "ohk_demo_all_scopes",
+        id: "key_demo_all",
+        name: "Demo: all scopes",
+        workspace: WORKSPACE,
+        scopes: &SCOPES,
+        api_access: true,
+    },
+    DemoKey {
+        token: "ohk_demo_contacts_read",
+        id: "key_demo_contacts_read",
+        name: "Demo: contacts:read",
+        workspace: WORKSPACE,
+        scopes: &["contacts:read"],
+        api_access: true,
+    },
+    DemoKey {
+        token: "ohk_demo_no_api_access",
+        id: "key_demo_free",
+        name: "Demo: free plan",
+        workspace: "ws_free",
+        scopes: &SCOPES,
+        api_access: false,
+    },
+];
+
+/// The server's state: the key store, the gate's cache, and the data.
+#[derive(Clone)]
+pub struct App {
+    keys: MemoryStore,
+    cache: CachedStore<MemoryStore>,
+    registry: Arc<Mutex<BTreeMap<String, KeyRecord>>>,
+    admin: TokenHash,
+}
+
+/// What developer settings show of a key: never its token.
+#[derive(Clone)]
+struct KeyRecord {
+    name: String,
+    scopes: Vec<String>,
+}
+
+impl App {
+    /// The app with the demo keys; `admin_token` guards `/developer/keys`.
+    pub fn new(admin_token: &str) -> Self {
+        let keys = MemoryStore::new();
+        let mut registry = BTreeMap::new();
+        for demo in DEMO_KEYS {
+            keys.insert_token(
+                demo.token,
+                credential(demo.id, demo.workspace, demo.scopes, demo.api_access),
+            );
+            let record = KeyRecord {
+                name: demo.name.to_owned(),
+                scopes: to_strings(demo.scopes),
+            };
+            registry.insert(demo.id.to_owned(), record);
+        }
+        App {
+            cache: CachedStore::new(keys.clone()),
+            keys,
+            registry: Arc::new(Mutex::new(registry)),
+            admin: TokenHash::of(admin_token),
+        }
+    }
+
+    /// The full router: `/api/v1/…` behind scopegate, `/developer/keys`
+    /// behind the admin token.
+    pub fn router(&self) -> Result<Router, ConfigError> {
+        let gate = Gate::new(self.cache.clone());
+        let scope = |name: &str| gate.require_scope(name);
+        let mut api = Router::new();
+        for (resource, prefix, label, seed) in [
+            (
+                "contacts",
+                "con",
+                "Contact",
+                json!({"name": "Ada Lovelace", "email": "ada@example.com"}),
+            ),
+            (
+                "organisations",
+                "org",
+                "Organisation",
+                json!({"name": "Acme Ltd"}),
+            ),
+            (
+                "enrollments",
+                "enr",
+                "Enrollment",
+                json!({"contact_id": "con_1", "guide_id": "gui_1"}),
+            ),
+        ] {
+            let collection = Collection::new(prefix, label);
+            if let Value::Object(fields) = seed {
+                collection.insert(fields);
+            }
+            let read = scope(&format!("{resource}:read"))?;
+            let write = scope(&format!("{resource}:write"))?;
+            api = api.merge(crud(
+                &format!("/api/v1/{resource}"),
+                collection,
+                read,
+                write,
+            ));
+        }
+        let webhooks = scope("webhooks:manage")?;
+        api = api
+            .merge(crud(
+                "/api/v1/webhooks",
+                Collection::new("whk", "Webhook"),
+                webhooks.clone(),
+                webhooks,
+            ))
+            .merge(guides(scope("guides:read")?))
+            // Every API route needs the plan's api-access; `route_layer` keeps
+            // unknown paths 404 instead of 401.
+            .route_layer(gate.api_access());
+
+        let developer = Router::new()
+            .route("/developer/keys", post(create_key).get(list_keys))
+            .route("/developer/keys/{id}", axum::routing::delete(revoke_key))
+            .route_layer(middleware::from_fn_with_state(self.clone(), require_admin))
+            .with_state(self.clone());
+
+        Ok(api.merge(developer))
+    }
+}
+
+fn credential(
+    id: &str,
+    workspace: &str,
+    scopes: &[impl AsRef<str>],
+    api_access: bool,
+) -> Credential {
+    let entitlements: &[&str] = if api_access { &["api-access"] } else { &[] };
+    Credential::new(id, workspace, CredentialKind::ApiKey)
+        // The scopes are from SCOPES, so they parse.
+        .with_scopes(ScopeSet::parse(scopes).unwrap_or_default())
+        .with_entitlements(entitlements.iter().copied())
+}
+
+fn to_strings(items: &[impl AsRef<str>]) -> Vec<String> {
+    items.iter().map(|s| s.as_ref().to_owned()).collect()
+}
+
+/// A JSON error in the API's error shape, `type` before `message` like
+/// scopegate's own.
+fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
+    #[derive(serde::Serialize)]
+    struct Envelope {
+        error: Body,
+    }
+    #[derive(serde::Serialize)]
+    struct Body {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        message: String,
+    }
+    let body = Envelope {
+        error: Body {
+            kind,
+            message: message.into(),
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+// ---------------------------------------------------------------------------
+// Resources
+// ---------------------------------------------------------------------------
+
+/// One resource's records, by id.
+struct Collection {
+    prefix: &'static str,
+    label: &'static str,
+    items: RwLock<BTreeMap<String, Value>>,
+    next: AtomicU64,
+}
+
+type Shared = Arc<Collection>;
+
+impl Collection {
+    fn new(prefix: &'static str, label: &'static str) -> Shared {
+        Arc::new(Collection {
+            prefix,
+            label,
+            items: RwLock::default(),
+            next: AtomicU64::new(1),
+        })
+    }
+
+    fn items(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Value>> {
+        self.items.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn not_found(&self, id: &str) -> Response {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{} '{id}' was not found.", self.label),
+        )
+    }
+
+    fn insert(&self, mut fields: Map<String, Value>) -> Value {
+        let id = format!(
+            "{}_{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
+        fields.insert("id".into(), Value::String(id.clone()));
+        let record = Value::Object(fields);
+        self.items().insert(id, record.clone());
+        record
+    }
+}
+
+/// `GET|POST base` and `GET|PATCH|DELETE base/{id}`; reads need `read`,
+/// changes need `write`.
+fn crud(base: &str, collection: Shared, read: ScopeLayer, write: ScopeLayer) -> Router {
+    Router::new()
+        .route(
+            base,
+            get(list)
+                .route_layer(read.clone())
+                .merge(post(create).route_layer(write.clone())),
+        )
+        .route(
+            &format!("{base}/{{id}}"),
+            get(show).route_layer(read).merge(
+                axum::routing::patch(update)
+                    .delete(remove)
+                    .route_layer(write),
+            ),
+        )
+        .with_state(collection)
+}
+
+async fn list(State(c): State<Shared>) -> Json<Value> {
+    Json(json!({ "data": c.items().values().collect::<Vec<_>>() }))
+}
+
+async fn show(State(c): State<Shared>, Path(id): Path<String>) -> Response {
+    match c.items().get(&id) {
+        Some(record) => Json(record).into_response(),
+        None => c.not_found(&id),
+    }
+}
+
+async fn create(State(c): State<Shared>, body: Bytes) -> Response {
+    match json_object(&body) {
+        Ok(fields) => (StatusCode::CREATED, Json(c.insert(fields))).into_response(),
+        Err(message) => invalid(message),
+    }
+}
+
+async fn update(State(c): State<Shared>, Path(id): Path<String>, body: Bytes) -> Response {
+    let fields = match json_object(&body) {
+        Ok(fields) => fields,
+        Err(message) => return invalid(message),
+    };
+    let mut items = c.items();
+    let Some(Value::Object(record)) = items.get_mut(&id) else {
+        drop(items);
+        return c.not_found(&id);
+    };
+    for (key, value) in fields {
+        if key != "id" {
+            record.insert(key, value);
+        }
+    }
+    Json(Value::Object(record.clone())).into_response()
+}
+
+async fn remove(State(c): State<Shared>, Path(id): Path<String>) -> Response {
+    let removed = c.items().remove(&id);
+    match removed {
+        Some(_) => StatusCode::NO_CONTENT.into_response(),
+        None => c.not_found(&id),
+    }
+}
+
+/// A request body that must be a JSON object; what is wrong otherwise.
+fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err("The request body must be a JSON object.".to_owned()),
+        Err(e) => Err(format!("The request body is not valid JSON: {e}.")),
+    }
+}
+
+/// Published guides are listed and viewable; drafts are not found.
+fn guides(read: ScopeLayer) -> Router {
+    let guides = Collection::new("gui", "Guide");
+    for (title, published) in [
+        ("Getting started", true),
+        ("Importing contacts", true),
+        ("Draft: SSO setup", false),
+    ] {
+        let fields = json!({"title": title, "published": published});
+        if let Value::Object(fields) = fields {
+            guides.insert(fields);
+        }
+    }
+    async fn list_published(State(c): State<Shared>) -> Json<Value> {
+        let items = c.items();
+        let published: Vec<_> = items.values().filter(|g| g["published"] == true).collect();
+        Json(json!({ "data": published }))
+    }
+    async fn show_published(State(c): State<Shared>, Path(id): Path<String>) -> Response {
+        match c.items().get(&id).filter(|g| g["published"] == true) {
+            Some(guide) => Json(guide).into_response(),
+            None => c.not_found(&id),
+        }
+    }
+    Router::new()
+        .route(
+            "/api/v1/guides",
+            get(list_published).route_layer(read.clone()),
+        )
+        .route("/api/v1/guides/{id}", get(show_published).route_layer(read))
+        .with_state(guides)
+}
+
+// ---------------------------------------------------------------------------
+// Developer settings: API keys
+// ---------------------------------------------------------------------------
+
+async fn require_admin(State(app): State<App>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compare hashes, so the comparison's timing says nothing about the token.
+    match presented.map(TokenHash::of) {
+        Some(hash) if hash == app.admin => next.run(request).await,
+        _ => {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Developer settings require the admin token: 'Authorization: Bearer <ADMIN_TOKEN>'.",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        }
+    }
+}
+
+async fn create_key(State(app): State<App>, body: Bytes) -> Response {
+    let fields = match json_object(&body) {
+        Ok(fields) => fields,
+        Err(message) => return invalid(message),
+    };
+    let name = match fields.get("name") {
+        Some(Value::String(name)) if !name.trim().is_empty() && name.len() <= 100 => name.clone(),
+        _ => return invalid("'name' must be a non-empty string of at most 100 characters."),
+    };
+    let scopes: Vec<String> = match fields.get("scopes") {
+        Some(Value::Array(items)) if !items.is_empty() => {
+            let mut scopes = Vec::new();
+            for item in items {
+                match item.as_str() {
+                    Some(s) if SCOPES.contains(&s) => {
+                        if !scopes.iter().any(|have| have == s) {
+                            scopes.push(s.to_owned());
+                        }
+                    }
+                    Some(s) => {
+                        return invalid(format!(
+                            "Unknown scope '{s}'. Known scopes: {}.",
+                            SCOPES.join(", ")
+                        ))
+                    }
+                    None => return invalid("'scopes' must be an array of scope names."),
+                }
+            }
+            scopes
+        }
+        _ => return invalid("'scopes' must be a non-empty array of scope names."),
+    };
+    if let Some(other) = fields
+        .keys()
+        .find(|k| !["name", "scopes"].contains(&k.as_str()))
+    {
+        return invalid(format!("Unknown field '{other}'."));
+    }
+
+    let (Ok(id), Ok(token)) = (random_hex::<8>(), random_hex::<16>()) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "No key could be generated.",
+        );
+    };
+    let (id, token) = (format!("key_{id}"), format!("ohk_{token}"));
+    let hash = app
+        .keys
+        .insert_token(&token, credential(&id, WORKSPACE, &scopes, true));
+    // The hash may have been looked up (and found wanting) before it existed.
+    app.cache.invalidate(&hash).await;
+    app.registry().insert(
+        id.clone(),
+        KeyRecord {
+            name: name.clone(),
+            scopes: scopes.clone(),
+        },
+    );
+    /// The create response, fields in the documented order. The token is
+    /// shown here and never again.
+    #[derive(serde::Serialize)]
+    struct Created {
+        id: String,
+        token: String,
+        name: String,
+        scopes: Vec<String>,
+    }
+    (
+        StatusCode::CREATED,
+        Json(Created {
+            id,
+            token,
+            name,
+            scopes,
+        }),
+    )
+        .into_response()
+}
+
+async fn list_keys(State(app): State<App>) -> Json<Value> {
+    let keys: Vec<Value> = app
+        .registry()
+        .iter()
+        .map(|(id, key)| json!({"id": id, "name": key.name, "scopes": key.scopes}))
+        .collect();
+    Json(json!({ "data": keys }))
+}
+
+async fn revoke_key(State(app): State<App>, Path(id): Path<String>) -> Response {
+    if app.registry().remove(&id).is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("API key '{id}' was not found."),
+        );
+    }
+    // Revoke in the store first, then drop the cached copy: the very next
+    // request with this key misses the cache and finds nothing.
+    app.keys.revoke_credential(&id);
+    app.cache.invalidate_credential(&id);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn invalid(message: impl Into<String>) -> Response {
+    error(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+impl App {
+    fn registry(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, KeyRecord>> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// `N` bytes from the OS generator, as hex: 16 bytes make a 128-bit token.
+fn random_hex<const N: usize>() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}

@@ -1,0 +1,33 @@
+//! The OnboardingHub API example server.
+//!
+//! ```text
+//! cargo run --example onboardinghub
+//! ADDR=127.0.0.1:3107 ADMIN_TOKEN=s3cret cargo run --example onboardinghub
+//! curl -H "Authorization: Bearer ohk_demo_all_scopes" http://127.0.0.1:3000/api/v1/contacts
+//! ```
+
+mod app;
+
+use std::error::Error;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error>> {
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let admin_token =
+        std::env::var("ADMIN_TOKEN").unwrap_or_else(|_| "demo-admin-token".to_owned());
+
+    let router = app::App::new(&admin_token).router()?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    println!(
+        "onboardinghub listening on http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
