@@ -1,1 +1,210 @@
-fn main() {}
+//! The per-request cost of scopegate, side by side with the bare service, the
+//! peers a user would pick instead, and the floor: the parts the work cannot
+//! do without, measured alone.
+//!
+//! ```text
+//! cargo bench --bench hot_path
+//! python3 benches/report.py        # medians, ratios and plots for BENCHMARKS.md
+//! ```
+
+mod support;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::header::AUTHORIZATION;
+use http::{Extensions, HeaderMap};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use scopegate::{CachedStore, Credential, Gate, MemoryStore, TokenHash};
+use sha2::{Digest, Sha256};
+use support::{bare, bearer, call, credential, request, runtime, warm, SCOPES, TOKEN};
+use tower::{Layer, ServiceBuilder};
+
+const READ_ONLY: &str = "ohk_bench_readonly_23456789abcdef0123456789";
+const FREE_PLAN: &str = "ohk_bench_freeplan_23456789abcdef0123456789";
+const UNKNOWN: &str = "ohk_bench_unknown0_23456789abcdef0123456789";
+
+fn hot_path(c: &mut Criterion) {
+    let rt = runtime();
+    // The store timeout needs the runtime's timer, as it does in a server.
+    let _context = rt.enter();
+    let keys = MemoryStore::new();
+    keys.insert_token(TOKEN, credential("key_all", &SCOPES, true));
+    keys.insert_token(READ_ONLY, credential("key_read", &["contacts:read"], true));
+    keys.insert_token(FREE_PLAN, credential("key_free", &SCOPES, false));
+    let cache = CachedStore::new(keys.clone());
+    warm(&rt, &cache, &[TOKEN, READ_ONLY, FREE_PLAN]);
+    let gate = Gate::new(cache.clone());
+    let (all, read_only, free, unknown) = (
+        bearer(TOKEN),
+        bearer(READ_ONLY),
+        bearer(FREE_PLAN),
+        bearer(UNKNOWN),
+    );
+
+    let mut g = c.benchmark_group("hot_path");
+    macro_rules! serve {
+        ($name:literal, $service:expr, $token:expr) => {{
+            let mut service = $service;
+            g.bench_function($name, |b| {
+                b.iter_batched(
+                    || request($token),
+                    |req| call(&rt, &mut service, req),
+                    BatchSize::SmallInput,
+                )
+            });
+        }};
+    }
+    let stacked = |scope: &str| {
+        ServiceBuilder::new()
+            .layer(gate.api_access())
+            .layer(gate.require_scope(scope).expect("scope"))
+            .service(bare())
+    };
+
+    // The baseline and the three deployments, on a cache hit.
+    serve!("bare", bare(), Some(&all));
+    serve!(
+        "entitlement_hit",
+        gate.api_access().layer(bare()),
+        Some(&all)
+    );
+    serve!(
+        "scope_hit",
+        gate.require_scope("contacts:read")
+            .expect("scope")
+            .layer(bare()),
+        Some(&all)
+    );
+    serve!("stacked_hit", stacked("contacts:read"), Some(&all));
+
+    // A miss on every request: no caching (time_to_live 0), MemoryStore behind.
+    let uncached = Gate::new(
+        CachedStore::builder(keys.clone())
+            .time_to_live(Duration::ZERO)
+            .build(),
+    );
+    serve!(
+        "stacked_miss_memory_store",
+        ServiceBuilder::new()
+            .layer(uncached.api_access())
+            .layer(uncached.require_scope("contacts:read").expect("scope"))
+            .service(bare()),
+        Some(&all)
+    );
+
+    // Rejections: denial floods must be cheap too.
+    rt.block_on(cache.resolve(&TokenHash::of(UNKNOWN)))
+        .expect("store");
+    serve!("reject_401_missing", stacked("contacts:read"), None);
+    serve!(
+        "reject_401_unknown",
+        stacked("contacts:read"),
+        Some(&unknown)
+    );
+    serve!(
+        "reject_403_scope",
+        stacked("contacts:write"),
+        Some(&read_only)
+    );
+    serve!(
+        "reject_403_entitlement",
+        stacked("contacts:read"),
+        Some(&free)
+    );
+
+    // Peers a user would pick instead.
+    #[allow(deprecated)] // `bearer` is the peer being measured.
+    let tower_http_bearer = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(TOKEN);
+    serve!(
+        "peer_tower_http_bearer",
+        tower_http_bearer.layer(bare()),
+        Some(&all)
+    );
+    jwt_peers(&mut g);
+
+    // The floor: each part the hit path cannot do without, alone.
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, all.clone());
+    g.bench_function("floor_parse_header", |b| {
+        b.iter(|| {
+            black_box(&headers)
+                .get(AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .map(<[u8]>::len)
+        })
+    });
+    g.bench_function("floor_sha256", |b| {
+        b.iter(|| Sha256::digest(black_box(TOKEN.as_bytes())))
+    });
+    let moka: moka::future::Cache<TokenHash, Arc<Credential>> = moka::future::Cache::new(100_000);
+    let hash = TokenHash::of(TOKEN);
+    rt.block_on(moka.insert(hash, Arc::new(credential("key_all", &SCOPES, true))));
+    g.bench_function("floor_moka_get", |b| {
+        b.iter(|| support::drive(&rt, moka.get(black_box(&hash))))
+    });
+    let credential = Arc::new(credential("key_all", &SCOPES, true));
+    g.bench_function("floor_extensions_insert", |b| {
+        b.iter(|| {
+            let mut extensions = Extensions::new();
+            extensions.insert(Arc::clone(&credential));
+            extensions
+        })
+    });
+    g.finish();
+}
+
+fn jwt_peers(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Claims {
+        sub: String,
+        scope: String,
+        exp: u64,
+    }
+    let claims = Claims {
+        sub: "key_all".into(),
+        scope: SCOPES.join(" "),
+        exp: 4_102_444_800, // 2100-01-01
+    };
+    let secret = b"bench-secret-0123456789abcdef0123456789";
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .expect("encode");
+    let hs_key = DecodingKey::from_secret(secret);
+    let hs_validation = Validation::new(Algorithm::HS256);
+    g.bench_function("peer_jwt_hs256_verify", |b| {
+        b.iter(|| {
+            jsonwebtoken::decode::<Claims>(black_box(&hs256), &hs_key, &hs_validation)
+                .expect("valid")
+        })
+    });
+
+    let private = include_bytes!("fixtures/rs256-private.pem");
+    let public = include_bytes!("fixtures/rs256-public.pem");
+    let rs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(private).expect("private key"),
+    )
+    .expect("encode");
+    let rs_key = DecodingKey::from_rsa_pem(public).expect("public key");
+    let rs_validation = Validation::new(Algorithm::RS256);
+    g.bench_function("peer_jwt_rs256_verify", |b| {
+        b.iter(|| {
+            jsonwebtoken::decode::<Claims>(black_box(&rs256), &rs_key, &rs_validation)
+                .expect("valid")
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = hot_path
+}
+criterion_main!(benches);

@@ -113,3 +113,8 @@ pub use store::{
     BoxError, CacheStats, CachedStore, CachedStoreBuilder, CredentialStore, LoadError, MemoryStore,
     StoreError,
 };
+
+/// The README's Rust examples, compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -382,6 +382,12 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
 
     /// How long to wait for the store before answering 503 (default 5 s);
     /// `None` waits forever.
+    ///
+    /// # Panics
+    ///
+    /// With a timeout set, a store call made outside a Tokio runtime with
+    /// its time driver enabled panics, as `tokio::time::timeout` does.
+    /// `#[tokio::main]`, `axum::serve` and tonic's server all provide one.
     pub fn store_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.store_timeout = timeout;
         self

@@ -1,0 +1,110 @@
+//! Shared set-up for the criterion benches.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response};
+use http_body_util::Full;
+use scopegate::{CachedStore, Credential, CredentialKind, MemoryStore, ScopeSet};
+use tower::Service;
+
+pub type Req = Request<Full<Bytes>>;
+pub type Res = Response<Full<Bytes>>;
+
+pub const SCOPES: [&str; 8] = [
+    "contacts:read",
+    "contacts:write",
+    "organisations:read",
+    "organisations:write",
+    "enrollments:read",
+    "enrollments:write",
+    "guides:read",
+    "webhooks:manage",
+];
+
+/// A 40-byte token, like the API's.
+pub const TOKEN: &str = "ohk_bench_0123456789abcdef0123456789abcd";
+
+/// The inner service every variant wraps: a `service_fn` answering a static body.
+pub fn bare() -> tower::util::ServiceFn<impl FnMut(Req) -> Ready<Result<Res, Infallible>> + Clone> {
+    tower::service_fn(|_req: Req| ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))))
+}
+
+/// A GET with `Authorization: Bearer token`, or none.
+pub fn request(token: Option<&HeaderValue>) -> Req {
+    let mut request = Request::get("/api/v1/contacts")
+        .body(Full::default())
+        .expect("request");
+    if let Some(value) = token {
+        request.headers_mut().insert(AUTHORIZATION, value.clone());
+    }
+    request
+}
+
+pub fn bearer(token: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("Bearer {token}")).expect("header")
+}
+
+/// A credential with `scopes` and, if `api_access`, the `api-access` entitlement.
+pub fn credential(id: &str, scopes: &[impl AsRef<str>], api_access: bool) -> Credential {
+    let entitlements: &[&str] = if api_access { &["api-access"] } else { &[] };
+    Credential::new(id, "ws_bench", CredentialKind::ApiKey)
+        .with_scopes(ScopeSet::parse(scopes).expect("scopes"))
+        .with_entitlements(entitlements.iter().copied())
+}
+
+/// Polls `service` ready, calls it, and drives the future: once with a no-op
+/// waker (a hit completes there), on `rt` if it is still pending (a miss).
+pub fn call<S: Service<Req>>(
+    rt: &tokio::runtime::Runtime,
+    service: &mut S,
+    request: Req,
+) -> S::Response
+where
+    S::Error: std::fmt::Debug,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match service.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("bench services are always ready"),
+    }
+    drive(rt, service.call(request)).expect("response")
+}
+
+pub fn drive<F: Future>(rt: &tokio::runtime::Runtime, future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => rt.block_on(future),
+    }
+}
+
+/// Resolves every token once so the cache holds them.
+pub fn warm(rt: &tokio::runtime::Runtime, cache: &CachedStore<MemoryStore>, tokens: &[&str]) {
+    rt.block_on(async {
+        for token in tokens {
+            let hash = scopegate::TokenHash::of(token);
+            cache
+                .resolve(&hash)
+                .await
+                .expect("store")
+                .expect("credential");
+        }
+    });
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
