@@ -43,11 +43,22 @@ pub(crate) fn token(headers: &HeaderMap) -> Result<&[u8], NoToken> {
 
 fn is_b64token(token: &[u8]) -> bool {
     let body_len = token.len() - token.iter().rev().take_while(|&&b| b == b'=').count();
-    body_len > 0
-        && token[..body_len].iter().all(|&b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+    body_len > 0 && token[..body_len].iter().all(|&b| B64TOKEN[usize::from(b)])
 }
+
+/// `ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/"`, as a table: one load
+/// a byte instead of a chain of range checks.
+static B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

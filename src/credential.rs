@@ -44,8 +44,15 @@ use crate::scope::ScopeSet;
 /// Caches and stores are keyed by this value. `Debug` prints only the first
 /// four bytes, which is enough to correlate log lines and useless to an
 /// attacker.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TokenHash([u8; 32]);
+
+impl std::hash::Hash for TokenHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The digest has a fixed length: no length prefix needed.
+        state.write(&self.0);
+    }
+}
 
 impl TokenHash {
     /// Hashes a token.
