@@ -117,9 +117,21 @@ impl App {
     /// The full router: `/api/v1/…` behind scopegate, `/developer/keys`
     /// behind the admin token.
     pub fn router(&self) -> Result<Router, ConfigError> {
+        self.build(false)
+    }
+
+    /// [`router`](Self::router) plus `GET /unprotected/api/v1/contacts`: the
+    /// same handler over the same data with no layers, for the end-to-end
+    /// benchmark's baseline (`benches/e2e.sh`). Never for production.
+    pub fn router_with_unprotected_twin(&self) -> Result<Router, ConfigError> {
+        self.build(true)
+    }
+
+    fn build(&self, unprotected_twin: bool) -> Result<Router, ConfigError> {
         let gate = Gate::new(self.cache.clone());
         let scope = |name: &str| gate.require_scope(name);
         let mut api = Router::new();
+        let mut open = Router::new();
         for (resource, prefix, label, seed) in [
             (
                 "contacts",
@@ -143,6 +155,10 @@ impl App {
             let collection = Collection::new(prefix, label);
             if let Value::Object(fields) = seed {
                 collection.insert(fields);
+            }
+            if unprotected_twin && resource == "contacts" {
+                let twin = get(list).with_state(Arc::clone(&collection));
+                open = open.route("/unprotected/api/v1/contacts", twin);
             }
             let read = scope(&format!("{resource}:read"))?;
             let write = scope(&format!("{resource}:write"))?;
@@ -172,7 +188,7 @@ impl App {
             .route_layer(middleware::from_fn_with_state(self.clone(), require_admin))
             .with_state(self.clone());
 
-        Ok(api.merge(developer))
+        Ok(api.merge(developer).merge(open))
     }
 }
 

@@ -16,7 +16,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let admin_token =
         std::env::var("ADMIN_TOKEN").unwrap_or_else(|_| "demo-admin-token".to_owned());
 
-    let router = app::App::new(&admin_token).router()?;
+    let app = app::App::new(&admin_token);
+    // BENCH_UNPROTECTED=1 adds an unprotected twin of GET /api/v1/contacts
+    // for benches/e2e.sh's baseline. Off unless asked for.
+    let router = if std::env::var_os("BENCH_UNPROTECTED").is_some_and(|v| v == "1") {
+        eprintln!(
+            "BENCH_UNPROTECTED=1: serving /unprotected/api/v1/contacts without authentication"
+        );
+        app.router_with_unprotected_twin()?
+    } else {
+        app.router()?
+    };
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;

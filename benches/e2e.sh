@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# End to end: the example server under wrk on loopback. Compares
+# GET /api/v1/contacts (api-access + contacts:read, demo key) with the same
+# handler mounted without layers at /unprotected/api/v1/contacts, in one run,
+# alternating the two so drift hits both alike. Bounded: ROUNDS x 2 x DURATION
+# of load (default 3 x 2 x 10 s), plus a build.
+#
+#   bash benches/e2e.sh               # DURATION=10s CONNECTIONS=32 ROUNDS=3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-10s}"
+CONNECTIONS="${CONNECTIONS:-32}"
+ROUNDS="${ROUNDS:-3}"
+ADDR="${ADDR:-127.0.0.1:3199}"
+TOKEN="ohk_demo_all_scopes"
+
+command -v wrk >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; }
+
+cargo build --release --example onboardinghub >&2
+bin="${CARGO_TARGET_DIR:-target}/release/examples/onboardinghub"
+ADDR="$ADDR" BENCH_UNPROTECTED=1 "$bin" >/dev/null 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/contacts" && break
+  sleep 0.1
+done
+# Both routes answer the same body.
+protected=$(curl -fs -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/contacts")
+open=$(curl -fs -H "Authorization: Bearer $TOKEN" "http://$ADDR/unprotected/api/v1/contacts")
+[ "$protected" = "$open" ] || { echo "routes differ: $protected vs $open" >&2; exit 1; }
+
+load() { # path -> "req_per_s p99_ms non2xx"
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://$ADDR$1")
+  rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
+  bad=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  echo "$rps $p99 ${bad:-0}"
+}
+
+load /api/v1/contacts >/dev/null   # warm-up
+echo "| round | unprotected req/s | protected req/s | ratio | unprotected p99 ms | protected p99 ms |"
+echo "|---|---:|---:|---:|---:|---:|"
+sum_o=0; sum_p=0
+for round in $(seq "$ROUNDS"); do
+  read -r o_rps o_p99 o_bad <<<"$(load /unprotected/api/v1/contacts)"
+  read -r p_rps p_p99 p_bad <<<"$(load /api/v1/contacts)"
+  [ "$o_bad" = 0 ] && [ "$p_bad" = 0 ] || { echo "non-2xx responses: $o_bad / $p_bad" >&2; exit 1; }
+  ratio=$(awk -v p="$p_rps" -v o="$o_rps" 'BEGIN {printf "%.3f", p / o}')
+  echo "| $round | $o_rps | $p_rps | $ratio | $o_p99 | $p_p99 |"
+  sum_o=$(awk -v a="$sum_o" -v b="$o_rps" 'BEGIN {print a + b}')
+  sum_p=$(awk -v a="$sum_p" -v b="$p_rps" 'BEGIN {print a + b}')
+done
+awk -v p="$sum_p" -v o="$sum_o" 'BEGIN {printf "\nprotected / unprotected throughput over all rounds: %.3f\n", p / o}'

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Turns criterion's estimates into BENCHMARKS.md's tables, ratios and plots.
+
+    cargo bench --bench hot_path && cargo bench --bench scaling
+    pip install matplotlib            # for the plots
+    python3 benches/report.py         # prints Markdown; writes benches/plots/*.png
+
+Reads $CARGO_TARGET_DIR/criterion (default target/criterion). Every number is
+a criterion median from the last run; ratios are computed from medians of the
+same run.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CRITERION = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "criterion"
+PLOTS = ROOT / "benches" / "plots"
+
+
+def median(group: str, bench: str) -> float:
+    """Median in nanoseconds of one benchmark."""
+    path = CRITERION / group / bench / "new" / "estimates.json"
+    try:
+        return json.loads(path.read_text())["median"]["point_estimate"]
+    except FileNotFoundError:
+        sys.exit(f"missing {path}: run `cargo bench --bench hot_path` and `--bench scaling` first")
+
+
+def ns(value: float) -> str:
+    return f"{value / 1000:.2f} µs" if value >= 10_000 else f"{value:.0f} ns"
+
+
+def main() -> None:
+    h = lambda name: median("hot_path", name)  # noqa: E731
+    bare = h("bare")
+    floor_parts = ["floor_parse_header", "floor_sha256", "floor_moka_get", "floor_extensions_insert"]
+    floor = sum(h(p) for p in floor_parts)
+    stacked = h("stacked_hit") - bare
+
+    print("### Hot path (`cargo bench --bench hot_path`)\n")
+    print("| benchmark | median | over bare | over bare ÷ floor |")
+    print("|---|---:|---:|---:|")
+    for name in ["bare", "entitlement_hit", "scope_hit", "stacked_hit", "stacked_miss_memory_store",
+                 "reject_401_missing", "reject_401_unknown", "reject_403_scope", "reject_403_entitlement",
+                 "peer_tower_http_bearer", "peer_jwt_hs256_verify", "peer_jwt_rs256_verify"]:
+        value = h(name)
+        over = value - bare
+        if name == "bare" or name.startswith("peer_jwt"):
+            print(f"| `{name}` | {ns(value)} | | |")
+        else:
+            print(f"| `{name}` | {ns(value)} | {ns(over)} | {over / floor:.2f} |")
+    print()
+    print("| floor part | median |")
+    print("|---|---:|")
+    for part in floor_parts:
+        print(f"| `{part}` | {ns(h(part))} |")
+    print(f"| **sum: the floor** | **{ns(floor)}** |")
+    print()
+    print("| target | measured | met |")
+    print("|---|---:|:---:|")
+    rows = [
+        ("stacked overhead ÷ floor ≤ 1.3", stacked / floor, 1.3),
+        ("stacked overhead ÷ HS256 verify ≤ 1/8 (0.125)", stacked / h("peer_jwt_hs256_verify"), 1 / 8),
+        ("stacked overhead ÷ RS256 verify ≤ 1/60 (0.0167)", stacked / h("peer_jwt_rs256_verify"), 1 / 60),
+    ]
+    hit = h("stacked_hit")
+    for name in ["reject_401_missing", "reject_401_unknown", "reject_403_scope", "reject_403_entitlement"]:
+        rows.append((f"`{name}` ÷ stacked hit", h(name) / hit, None))
+    for label, value, limit in rows:
+        met = "" if limit is None else ("yes" if value <= limit else "**no**")
+        print(f"| {label} | {value:.3f} | {met} |")
+
+    sizes = [1, 10_000, 1_000_000]
+    scale = {n: median("scaling_cached_credentials", str(n)) for n in sizes}
+    moka = {n: median("scaling_cached_credentials", f"floor_moka_get/{n}") for n in sizes}
+    print("\n### Scaling (`cargo bench --bench scaling`)\n")
+    print("| cached credentials | stacked hit | ÷ at 1 | bare moka get | ÷ at 1 |")
+    print("|---:|---:|---:|---:|---:|")
+    for n in sizes:
+        print(f"| {n:,} | {ns(scale[n])} | {scale[n] / scale[1]:.2f} | {ns(moka[n])} | {moka[n] / moka[1]:.2f} |")
+    print()
+    print("| scopes on the credential | requires the last one | requires all of them |")
+    print("|---:|---:|---:|")
+    for k in [1, 8, 64]:
+        last = median("scaling_scopes_per_credential", f"last/{k}")
+        every = median("scaling_scopes_per_credential", f"all_of/{k}")
+        print(f"| {k} | {ns(last)} | {ns(every)} |")
+    print()
+    print("| threads | service | ns per request (wall) | requests/s | ÷ same service on 1 thread |")
+    print("|---|---|---:|---:|---:|")
+    rows = [("bare/1", "1", "bare"), ("bare/2", "2", "bare"), ("1", "1", "stacked hit, one gate"),
+            ("2_one_key", "2, one shared key", "stacked hit, one gate"),
+            ("2_own_keys", "2, a key each", "stacked hit, one gate")]
+    for name, threads, service in rows:
+        t = median("scaling_threads", name)
+        one = median("scaling_threads", "bare/1" if service == "bare" else "1")
+        print(f"| {threads} | {service} | {t:.0f} | {1e9 / t / 1e6:.2f} M | {one / t:.2f} |")
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("\n(no plots: pip install matplotlib)", file=sys.stderr)
+        return
+    PLOTS.mkdir(exist_ok=True)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(sizes, [scale[n] for n in sizes], "o-", label="scopegate stacked hit")
+    ax.plot(sizes, [moka[n] for n in sizes], "s--", label="bare moka get (floor part)")
+    ax.set_xscale("log")
+    ax.set_xlabel("cached credentials (round-robin lookups)")
+    ax.set_ylabel("median ns per request")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("Hit cost against cache size")
+    fig.tight_layout()
+    fig.savefig(PLOTS / "hit_vs_cache_size.png", dpi=110)
+
+    labels = ["scopegate\nstacked hit", "floor\n(sum of parts)", "tower-http\nbearer", "jsonwebtoken\nHS256", "jsonwebtoken\nRS256"]
+    values = [stacked, floor, h("peer_tower_http_bearer") - bare, h("peer_jwt_hs256_verify"), h("peer_jwt_rs256_verify")]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    bars = ax.bar(labels, values, color=["tab:blue", "tab:gray", "tab:green", "tab:orange", "tab:red"])
+    ax.set_yscale("log")
+    ax.set_ylabel("ns per request (log)")
+    ax.set_title("Per-request overhead against peers")
+    for bar, value in zip(bars, values):
+        ax.annotate(ns(value), (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOTS / "overhead_vs_peers.png", dpi=110)
+    print(f"\n(plots written to {PLOTS.relative_to(ROOT)}/)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
