@@ -153,9 +153,7 @@ fn threads(c: &mut Criterion) {
     // What the machine itself gives a second thread: the bare service.
     for threads in [1usize, 2] {
         g.bench_function(BenchmarkId::new("bare", threads), |b| {
-            b.iter_custom(|iters| {
-                run_threads(threads, iters, || bare(), |_| request(Some(&tokens[0])))
-            })
+            b.iter_custom(|iters| run_threads(threads, iters, bare, |_| request(Some(&tokens[0]))))
         });
     }
     // One key shared by every thread (the worst case: one moka entry and one
