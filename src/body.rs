@@ -60,6 +60,14 @@ impl<B> ResponseBody<B> {
             kind: Kind::Error { bytes: Some(bytes) },
         }
     }
+
+    /// No body at all: `is_end_stream` from the start, so a gRPC rejection
+    /// goes out as a trailers-only response (one HEADERS frame).
+    pub(crate) fn empty() -> Self {
+        ResponseBody {
+            kind: Kind::Error { bytes: None },
+        }
+    }
 }
 
 impl<B> Body for ResponseBody<B>

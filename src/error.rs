@@ -46,8 +46,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{HeaderName, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Serialize;
 
 use crate::body::ResponseBody;
@@ -76,6 +77,9 @@ pub enum Rejection {
     /// The credential store failed or timed out; the request was refused
     /// (fail closed).
     StoreUnavailable,
+    /// No entry of a [`RoutePolicy`](crate::RoutePolicy) matches the request,
+    /// and the policy denies unmatched routes (the default).
+    NoRoute,
 }
 
 /// What is wrong with an `Authorization` header.
@@ -130,6 +134,8 @@ pub enum RejectionKind {
     Forbidden,
     /// 503 `service_unavailable`: the store failed.
     ServiceUnavailable,
+    /// 404 `not_found`: no route policy covers the request.
+    NotFound,
 }
 
 impl RejectionKind {
@@ -142,6 +148,7 @@ impl RejectionKind {
             RejectionKind::InsufficientScope => "insufficient_scope",
             RejectionKind::Forbidden => "forbidden",
             RejectionKind::ServiceUnavailable => "service_unavailable",
+            RejectionKind::NotFound => "not_found",
         }
     }
 
@@ -152,6 +159,21 @@ impl RejectionKind {
             RejectionKind::InvalidRequest => StatusCode::BAD_REQUEST,
             RejectionKind::InsufficientScope | RejectionKind::Forbidden => StatusCode::FORBIDDEN,
             RejectionKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RejectionKind::NotFound => StatusCode::NOT_FOUND,
+        }
+    }
+
+    /// The gRPC status code a gRPC client receives instead of the HTTP status:
+    /// 16 UNAUTHENTICATED for 400 and 401, 7 PERMISSION_DENIED for 403,
+    /// 14 UNAVAILABLE for 503, 12 UNIMPLEMENTED for an unmatched route.
+    pub fn grpc_status(self) -> u8 {
+        match self {
+            RejectionKind::Unauthorized
+            | RejectionKind::InvalidRequest
+            | RejectionKind::InvalidToken => 16,
+            RejectionKind::InsufficientScope | RejectionKind::Forbidden => 7,
+            RejectionKind::ServiceUnavailable => 14,
+            RejectionKind::NotFound => 12,
         }
     }
 }
@@ -172,6 +194,7 @@ impl Rejection {
             Rejection::InsufficientScope(_) => RejectionKind::InsufficientScope,
             Rejection::MissingEntitlement(_) => RejectionKind::Forbidden,
             Rejection::StoreUnavailable => RejectionKind::ServiceUnavailable,
+            Rejection::NoRoute => RejectionKind::NotFound,
         }
     }
 
@@ -190,6 +213,7 @@ impl fmt::Display for Rejection {
             Rejection::InsufficientScope(s) => write!(f, "missing scope {s}"),
             Rejection::MissingEntitlement(e) => write!(f, "missing entitlement {e}"),
             Rejection::StoreUnavailable => f.write_str("credential store unavailable"),
+            Rejection::NoRoute => f.write_str("no route policy matches"),
         }
     }
 }
@@ -271,6 +295,7 @@ impl Messages {
             Rejection::StoreUnavailable => {
                 "Authentication is temporarily unavailable. Please retry shortly.".to_owned()
             }
+            Rejection::NoRoute => "No route matches this request.".to_owned(),
         }
     }
 }
@@ -290,7 +315,10 @@ impl fmt::Debug for Messages {
 pub(crate) struct ErrorResponse {
     rejection: Rejection,
     body: Bytes,
-    extra: Option<(http::HeaderName, HeaderValue)>,
+    /// `WWW-Authenticate` or `Retry-After`, for HTTP responses.
+    extra: Option<(HeaderName, HeaderValue)>,
+    grpc_status: HeaderValue,
+    grpc_message: HeaderValue,
 }
 
 #[derive(Serialize)]
@@ -306,50 +334,63 @@ struct ErrorBody<'a> {
 }
 
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
+static GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
 static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// What the gRPC spec leaves unencoded in `grpc-message`: %x20-%x24 and
+/// %x26-%x7E. Everything else, `%` included, is percent-encoded.
+const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Whether a request speaks gRPC (`content-type: application/grpc…`).
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
 
 impl ErrorResponse {
     pub(crate) fn new(rejection: Rejection, messages: &Messages, retry_after: Duration) -> Self {
         let message = messages.message(&rejection);
+        let kind = rejection.kind();
         let body = serde_json::to_vec(&Envelope {
             error: ErrorBody {
-                kind: rejection.kind().as_str(),
+                kind: kind.as_str(),
                 message: &message,
             },
         })
         .map(Bytes::from)
         .unwrap_or_default();
+        let challenge = |value: &str| {
+            HeaderValue::from_str(value).map_or_else(
+                |_| (WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")),
+                |value| (WWW_AUTHENTICATE, value),
+            )
+        };
         let extra = match &rejection {
-            Rejection::MissingCredential => Some(HeaderValue::from_static("Bearer")),
-            Rejection::Malformed(_) => Some(HeaderValue::from_static(
-                r#"Bearer error="invalid_request""#,
-            )),
-            Rejection::InvalidToken => {
-                Some(HeaderValue::from_static(r#"Bearer error="invalid_token""#))
-            }
-            // A scope token has no '"' or '\' (RFC 6749 §3.3), so it can be quoted as is.
-            Rejection::InsufficientScope(scope) => Some(
-                HeaderValue::from_str(&format!(
-                    r#"Bearer error="insufficient_scope", scope="{scope}""#
-                ))
-                .unwrap_or_else(|_| {
-                    HeaderValue::from_static(r#"Bearer error="insufficient_scope""#)
-                }),
-            ),
-            Rejection::MissingEntitlement(_) | Rejection::StoreUnavailable => None,
-        }
-        .map(|value| (WWW_AUTHENTICATE, value));
-        let extra = match rejection {
+            Rejection::MissingCredential => Some(challenge("Bearer")),
+            Rejection::Malformed(_) => Some(challenge(r#"Bearer error="invalid_request""#)),
+            Rejection::InvalidToken => Some(challenge(r#"Bearer error="invalid_token""#)),
+            // A scope token has no '"' or '\' (RFC 6749 §3.3): it can be quoted as is.
+            Rejection::InsufficientScope(scope) => Some(challenge(&format!(
+                r#"Bearer error="insufficient_scope", scope="{scope}""#
+            ))),
             Rejection::StoreUnavailable => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 Some((RETRY_AFTER, HeaderValue::from(secs.max(1))))
             }
-            _ => extra,
+            Rejection::MissingEntitlement(_) | Rejection::NoRoute => None,
         };
+        let encoded = utf8_percent_encode(&message, GRPC_MESSAGE_ESCAPES).to_string();
         ErrorResponse {
             rejection,
             body,
             extra,
+            grpc_status: HeaderValue::from(u16::from(kind.grpc_status())),
+            // Percent-encoding leaves only visible ASCII and spaces: always valid.
+            grpc_message: HeaderValue::from_str(&encoded)
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
         }
     }
 
@@ -361,18 +402,31 @@ impl ErrorResponse {
             invalid_token: make(Rejection::InvalidToken),
             malformed: Malformed::ALL.map(|m| make(Rejection::Malformed(m))),
             unavailable: make(Rejection::StoreUnavailable),
+            no_route: make(Rejection::NoRoute),
         }
     }
 
-    pub(crate) fn to_response<B>(&self) -> Response<ResponseBody<B>> {
-        let mut response = Response::new(ResponseBody::error(self.body.clone()));
-        *response.status_mut() = self.rejection.status();
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, JSON.clone());
-        headers.insert(CACHE_CONTROL, NO_STORE.clone());
-        if let Some((name, value)) = &self.extra {
-            headers.insert(name, value.clone());
-        }
+    /// The response: JSON for HTTP clients; for gRPC clients a trailers-only
+    /// response (HTTP 200, `grpc-status`, `grpc-message`, no body).
+    pub(crate) fn to_response<B>(&self, grpc: bool) -> Response<ResponseBody<B>> {
+        let mut response = if grpc {
+            let mut response = Response::new(ResponseBody::empty());
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, GRPC.clone());
+            headers.insert(GRPC_STATUS.clone(), self.grpc_status.clone());
+            headers.insert(GRPC_MESSAGE.clone(), self.grpc_message.clone());
+            response
+        } else {
+            let mut response = Response::new(ResponseBody::error(self.body.clone()));
+            *response.status_mut() = self.rejection.status();
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, JSON.clone());
+            headers.insert(CACHE_CONTROL, NO_STORE.clone());
+            if let Some((name, value)) = &self.extra {
+                headers.insert(name, value.clone());
+            }
+            response
+        };
         response.extensions_mut().insert(self.rejection.clone());
         response
     }
@@ -385,6 +439,7 @@ pub(crate) struct FixedResponses {
     pub(crate) invalid_token: ErrorResponse,
     malformed: [ErrorResponse; 4],
     pub(crate) unavailable: ErrorResponse,
+    pub(crate) no_route: ErrorResponse,
 }
 
 impl FixedResponses {
@@ -409,7 +464,7 @@ mod tests {
             &Messages::default(),
             Duration::from_millis(2500),
         )
-        .to_response::<http_body_util::Empty<Bytes>>();
+        .to_response::<http_body_util::Empty<Bytes>>(false);
         assert_eq!(response.extensions().get::<Rejection>(), Some(&rejection));
         let status = response.status();
         let headers = response
@@ -526,6 +581,63 @@ mod tests {
             messages.message(&Rejection::MissingEntitlement("x".into())),
             "x"
         );
+    }
+
+    #[tokio::test]
+    async fn grpc_clients_get_trailers_only_responses() {
+        use http_body::Body;
+        let cases = [
+            (Rejection::Malformed(Malformed::EmptyToken), "16", "The Authorization header has an empty Bearer token."),
+            (Rejection::MissingCredential, "16", "Authentication required. Send your token in the Authorization header: 'Authorization: Bearer <token>'."),
+            (Rejection::InvalidToken, "16", "The access token is invalid, expired or revoked."),
+            (
+                Rejection::InsufficientScope(Scope::new("contacts:write").unwrap()),
+                "7",
+                "This action requires the 'contacts:write' scope. Your credential does not have this permission.",
+            ),
+            (Rejection::MissingEntitlement(API_ACCESS.into()), "7", "API access is not enabled for this account. Please upgrade your plan."),
+            (Rejection::StoreUnavailable, "14", "Authentication is temporarily unavailable. Please retry shortly."),
+            (Rejection::NoRoute, "12", "No route matches this request."),
+        ];
+        for (rejection, status, message) in cases {
+            let response = ErrorResponse::new(
+                rejection.clone(),
+                &Messages::default(),
+                Duration::from_secs(5),
+            )
+            .to_response::<http_body_util::Empty<Bytes>>(true);
+            assert_eq!(response.status(), StatusCode::OK);
+            let headers: Vec<_> = response
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+                .collect();
+            // Only '%' and non-printable bytes are escaped; these messages have none.
+            assert_eq!(
+                headers,
+                [
+                    ("content-type", "application/grpc"),
+                    ("grpc-status", status),
+                    ("grpc-message", message)
+                ],
+                "{rejection:?}"
+            );
+            assert_eq!(response.extensions().get(), Some(&rejection));
+            assert!(
+                response.body().is_end_stream(),
+                "trailers-only: no DATA frame"
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        let messages = Messages::default().with(RejectionKind::InvalidToken, "100% wrong – sorry");
+        let r = ErrorResponse::new(Rejection::InvalidToken, &messages, Duration::ZERO);
+        assert_eq!(r.grpc_message, "100%25 wrong %E2%80%93 sorry");
+        let messages = Messages::default().with(RejectionKind::InvalidToken, "line\nbreak");
+        let r = ErrorResponse::new(Rejection::InvalidToken, &messages, Duration::ZERO);
+        assert_eq!(r.grpc_message, "line%0Abreak");
     }
 
     #[test]

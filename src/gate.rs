@@ -35,11 +35,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
-
-use crate::bearer::{self, NoToken};
 use crate::credential::{Credential, TokenHash};
 use crate::error::{ErrorResponse, FixedResponses, Messages, Rejection, API_ACCESS};
+use crate::guard::{Check, Guard, Rule};
 use crate::layer::{EntitlementLayer, ScopeLayer};
 use crate::scope::{CompiledRequirement, Implications, Requirement, Scope, ScopeError};
 use crate::store::{CachedStore, CredentialStore, StoreError};
@@ -103,19 +101,9 @@ impl Gate {
 
     /// A layer that requires `requirement` of the credential's scopes.
     pub fn require(&self, requirement: impl Into<Requirement>) -> ScopeLayer {
-        let requirement = requirement.into().compile(&self.inner.implications);
-        let denied = requirement
-            .named()
-            .into_iter()
-            .map(|scope| (scope, self.render(Rejection::InsufficientScope(scope))))
-            .collect();
-        ScopeLayer::new(Guard::new(
-            self.clone(),
-            Check::Scope {
-                requirement,
-                denied,
-            },
-        ))
+        let requirement = self.compile(&requirement.into());
+        let rule = Rule::new(self, None, Some(requirement));
+        ScopeLayer::new(Guard::new(self.clone(), Check::Rule(rule)))
     }
 
     /// A layer that requires one scope.
@@ -134,33 +122,48 @@ impl Gate {
     /// [`ConfigError::Entitlement`] when `entitlement` is empty or has
     /// characters other than visible ASCII.
     pub fn require_entitlement(&self, entitlement: &str) -> Result<EntitlementLayer, ConfigError> {
-        if entitlement.is_empty() || !entitlement.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ConfigError::Entitlement(
-                entitlement.escape_debug().to_string(),
-            ));
-        }
-        let name: Arc<str> = entitlement.into();
-        let denied = self.render(Rejection::MissingEntitlement(Arc::clone(&name)));
-        Ok(EntitlementLayer::new(Guard::new(
-            self.clone(),
-            Check::Entitlement { name, denied },
-        )))
+        Ok(self.entitlement_layer(entitlement_name(entitlement)?))
     }
 
     /// A layer that requires the `api-access` entitlement: the one every API
     /// request needs.
     pub fn api_access(&self) -> EntitlementLayer {
-        let name: Arc<str> = API_ACCESS.into();
-        let denied = self.render(Rejection::MissingEntitlement(Arc::clone(&name)));
-        EntitlementLayer::new(Guard::new(
-            self.clone(),
-            Check::Entitlement { name, denied },
-        ))
+        self.entitlement_layer(API_ACCESS.into())
     }
 
-    fn render(&self, rejection: Rejection) -> ErrorResponse {
+    fn entitlement_layer(&self, name: Arc<str>) -> EntitlementLayer {
+        let rule = Rule::new(self, Some(name), None);
+        EntitlementLayer::new(Guard::new(self.clone(), Check::Rule(rule)))
+    }
+
+    pub(crate) fn compile(&self, requirement: &Requirement) -> CompiledRequirement {
+        requirement.compile(&self.inner.implications)
+    }
+
+    pub(crate) fn render(&self, rejection: Rejection) -> ErrorResponse {
         ErrorResponse::new(rejection, &self.inner.messages, self.inner.retry_after)
     }
+
+    pub(crate) fn fixed(&self) -> &FixedResponses {
+        &self.inner.fixed
+    }
+
+    #[inline]
+    pub(crate) fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
+        self.inner.resolver.cached(hash)
+    }
+
+    pub(crate) fn load(&self, hash: TokenHash) -> Lookup {
+        Arc::clone(&self.inner.resolver).load(hash)
+    }
+}
+
+/// Checks an entitlement name: one or more visible ASCII characters.
+pub(crate) fn entitlement_name(name: &str) -> Result<Arc<str>, ConfigError> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::Entitlement(name.escape_debug().to_string()));
+    }
+    Ok(name.into())
 }
 
 impl fmt::Debug for Gate {
@@ -257,12 +260,49 @@ pub enum ConfigError {
     Scope(ScopeError),
     /// An entitlement name is empty or not visible ASCII; holds the escaped name.
     Entitlement(String),
+    /// A route pattern of a [`RoutePolicy`](crate::RoutePolicy) is invalid.
+    Route {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Two entries of a [`RoutePolicy`](crate::RoutePolicy) cover the same
+    /// method and path.
+    DuplicateRoute {
+        /// The method, or `*` for any method.
+        method: String,
+        /// The pattern of the second entry.
+        pattern: String,
+    },
+    /// A route requires a scope outside the policy's scope catalog.
+    UnknownScope {
+        /// The scope.
+        scope: String,
+        /// The route's pattern.
+        pattern: String,
+    },
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Scope(e) => e.fmt(f),
+            ConfigError::Route { pattern, reason } => {
+                write!(f, "invalid route \"{pattern}\": {reason}")
+            }
+            ConfigError::DuplicateRoute { method, pattern } => {
+                write!(
+                    f,
+                    "duplicate route: {method} {pattern} is already in the policy"
+                )
+            }
+            ConfigError::UnknownScope { scope, pattern } => {
+                write!(
+                    f,
+                    "route \"{pattern}\" requires \"{scope}\", which is not in the scope catalog"
+                )
+            }
             ConfigError::Entitlement(name) => {
                 write!(
                     f,
@@ -277,7 +317,7 @@ impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ConfigError::Scope(e) => Some(e),
-            ConfigError::Entitlement(_) => None,
+            _ => None,
         }
     }
 }
@@ -285,134 +325,5 @@ impl std::error::Error for ConfigError {
 impl From<ScopeError> for ConfigError {
     fn from(e: ScopeError) -> Self {
         ConfigError::Scope(e)
-    }
-}
-
-/// One layer's policy: the gate and what this layer checks.
-pub(crate) struct Guard {
-    gate: Gate,
-    check: Check,
-}
-
-enum Check {
-    Entitlement {
-        name: Arc<str>,
-        denied: ErrorResponse,
-    },
-    Scope {
-        requirement: CompiledRequirement,
-        /// A rendered rejection for each scope the requirement can name.
-        denied: Box<[(Scope, ErrorResponse)]>,
-    },
-}
-
-/// What to do with a request, decided without waiting where possible.
-pub(crate) enum Decision<'a> {
-    Allow,
-    Deny(&'a ErrorResponse),
-    /// Not cached: ask the store.
-    Resolve(TokenHash),
-}
-
-impl Guard {
-    fn new(gate: Gate, check: Check) -> Arc<Self> {
-        Arc::new(Guard { gate, check })
-    }
-
-    /// The fast path: a credential already in the extensions, a malformed or
-    /// missing header, or a cache hit is decided here, synchronously. On a hit
-    /// that is allowed, the credential is put into the request's extensions.
-    pub(crate) fn decide<B>(&self, request: &mut Request<B>) -> Decision<'_> {
-        if let Some(credential) = request.extensions().get::<Arc<Credential>>() {
-            return self.check(credential).into();
-        }
-        let fixed = &self.gate.inner.fixed;
-        let hash = match bearer::token(request.headers()) {
-            Ok(token) => TokenHash::of(token),
-            Err(NoToken::Missing) => return Decision::Deny(&fixed.missing),
-            Err(NoToken::Malformed(reason)) => return Decision::Deny(fixed.malformed(reason)),
-        };
-        match self.gate.inner.resolver.cached(&hash) {
-            Some(Some(credential)) => self.admit(request, credential).into(),
-            Some(None) => Decision::Deny(&fixed.invalid_token),
-            None => Decision::Resolve(hash),
-        }
-    }
-
-    /// The slow path's second half, once the store has answered.
-    pub(crate) fn decide_resolved<B>(
-        &self,
-        request: &mut Request<B>,
-        resolved: Result<Option<Arc<Credential>>, StoreError>,
-    ) -> Result<(), &ErrorResponse> {
-        match resolved {
-            Ok(Some(credential)) => self.admit(request, credential),
-            Ok(None) => Err(&self.gate.inner.fixed.invalid_token),
-            Err(_) => Err(&self.gate.inner.fixed.unavailable),
-        }
-    }
-
-    /// Starts the slow path: a boxed store lookup, single-flight per hash.
-    pub(crate) fn load(&self, hash: TokenHash) -> Lookup {
-        Arc::clone(&self.gate.inner.resolver).load(hash)
-    }
-
-    /// The response for a future polled after it completed: fail closed.
-    pub(crate) fn unavailable(&self) -> &ErrorResponse {
-        &self.gate.inner.fixed.unavailable
-    }
-
-    fn admit<B>(
-        &self,
-        request: &mut Request<B>,
-        credential: Arc<Credential>,
-    ) -> Result<(), &ErrorResponse> {
-        self.check(&credential)?;
-        request.extensions_mut().insert(credential);
-        Ok(())
-    }
-
-    #[inline]
-    fn check(&self, credential: &Credential) -> Result<(), &ErrorResponse> {
-        match &self.check {
-            Check::Entitlement { name, denied } => {
-                if credential.has_entitlement(name) {
-                    Ok(())
-                } else {
-                    Err(denied)
-                }
-            }
-            Check::Scope {
-                requirement,
-                denied,
-            } => match requirement.missing(credential.scopes()) {
-                None => Ok(()),
-                // `denied` holds every scope `missing` can name.
-                Some(missing) => Err(denied
-                    .iter()
-                    .find(|(scope, _)| *scope == missing)
-                    .map_or(&self.gate.inner.fixed.unavailable, |(_, response)| response)),
-            },
-        }
-    }
-}
-
-impl<'a> From<Result<(), &'a ErrorResponse>> for Decision<'a> {
-    fn from(result: Result<(), &'a ErrorResponse>) -> Self {
-        match result {
-            Ok(()) => Decision::Allow,
-            Err(rejection) => Decision::Deny(rejection),
-        }
-    }
-}
-
-impl fmt::Debug for Guard {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = f.debug_struct("Guard");
-        match &self.check {
-            Check::Entitlement { name, .. } => s.field("entitlement", name),
-            Check::Scope { requirement, .. } => s.field("requirement", requirement),
-        }
-        .finish_non_exhaustive()
     }
 }

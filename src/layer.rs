@@ -35,7 +35,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::gate::Guard;
+use crate::guard::Guard;
 use crate::service::Guarded;
 
 /// Requires scopes of the credential; build it with
@@ -60,44 +60,39 @@ pub struct EntitlementLayer {
     guard: Arc<Guard>,
 }
 
-impl ScopeLayer {
-    pub(crate) fn new(guard: Arc<Guard>) -> Self {
-        ScopeLayer { guard }
-    }
+/// Enforces a [`RoutePolicy`](crate::RoutePolicy): a requirement per method
+/// and path, public routes, and deny-by-default for the rest; build it with
+/// [`RoutePolicy::build`](crate::RoutePolicy::build).
+///
+/// See the [policy module docs](crate::policy) for an example.
+#[derive(Clone)]
+pub struct PolicyLayer {
+    guard: Arc<Guard>,
 }
 
-impl EntitlementLayer {
-    pub(crate) fn new(guard: Arc<Guard>) -> Self {
-        EntitlementLayer { guard }
-    }
+/// The three layers differ only in the guard they carry.
+macro_rules! guard_layer {
+    ($($name:ident),*) => {$(
+        impl $name {
+            pub(crate) fn new(guard: Arc<Guard>) -> Self {
+                $name { guard }
+            }
+        }
+
+        impl<S> Layer<S> for $name {
+            type Service = Guarded<S>;
+
+            fn layer(&self, inner: S) -> Self::Service {
+                Guarded::new(inner, Arc::clone(&self.guard))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&self.guard).finish()
+            }
+        }
+    )*};
 }
 
-impl<S> Layer<S> for ScopeLayer {
-    type Service = Guarded<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Guarded::new(inner, Arc::clone(&self.guard))
-    }
-}
-
-impl<S> Layer<S> for EntitlementLayer {
-    type Service = Guarded<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Guarded::new(inner, Arc::clone(&self.guard))
-    }
-}
-
-impl fmt::Debug for ScopeLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ScopeLayer").field(&self.guard).finish()
-    }
-}
-
-impl fmt::Debug for EntitlementLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("EntitlementLayer")
-            .field(&self.guard)
-            .finish()
-    }
-}
+guard_layer!(ScopeLayer, EntitlementLayer, PolicyLayer);

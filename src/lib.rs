@@ -78,6 +78,7 @@
 //!   [`CachedStore`] with its invalidation methods.
 //! - [`gate`]: the shared handle layers are built from.
 //! - [`layer`] and [`service`]: the middleware.
+//! - [`policy`]: route policy tables for hyper, tonic, or one axum table.
 //! - [`error`]: rejections, messages and the error contract.
 //! - [`body`]: the layers' response body.
 
@@ -97,7 +98,9 @@ pub mod body;
 pub mod credential;
 pub mod error;
 pub mod gate;
+mod guard;
 pub mod layer;
+pub mod policy;
 pub mod scope;
 pub mod service;
 pub mod store;
@@ -106,7 +109,8 @@ pub use body::ResponseBody;
 pub use credential::{Credential, CredentialKind, InvalidTokenHash, TokenHash};
 pub use error::{Malformed, Messages, Rejection, RejectionKind, API_ACCESS};
 pub use gate::{ConfigError, Gate, GateBuilder};
-pub use layer::{EntitlementLayer, ScopeLayer};
+pub use layer::{EntitlementLayer, PolicyLayer, ScopeLayer};
+pub use policy::RoutePolicy;
 pub use scope::{Requirement, Scope, ScopeError, ScopeSet};
 pub use service::{Guarded, ResponseFuture};
 pub use store::{

@@ -44,8 +44,9 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::error::ErrorResponse;
-use crate::gate::{Decision, Guard, Lookup};
+use crate::error::{is_grpc, ErrorResponse};
+use crate::gate::Lookup;
+use crate::guard::{Decision, Guard};
 
 /// A service behind a [`ScopeLayer`](crate::ScopeLayer) or an
 /// [`EntitlementLayer`](crate::EntitlementLayer).
@@ -108,6 +109,7 @@ where
             },
             Decision::Deny(rejection) => State::Rejected {
                 rejection: rejection.clone(),
+                grpc: is_grpc(request.headers()),
             },
             Decision::Resolve(hash) => {
                 // The inner service is called after the lookup, so take the
@@ -148,7 +150,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         Inner { #[pin] future: S::Future },
-        Rejected { rejection: ErrorResponse },
+        Rejected { rejection: ErrorResponse, grpc: bool },
         Resolving { lookup: Lookup, guard: Arc<Guard>, pending: Option<(Request<ReqBody>, S)> },
     }
 }
@@ -167,8 +169,8 @@ where
                         .poll(cx)
                         .map_ok(|response| response.map(ResponseBody::new));
                 }
-                StateProj::Rejected { rejection } => {
-                    return Poll::Ready(Ok(rejection.to_response()))
+                StateProj::Rejected { rejection, grpc } => {
+                    return Poll::Ready(Ok(rejection.to_response(*grpc)));
                 }
                 StateProj::Resolving {
                     lookup,
@@ -179,7 +181,7 @@ where
                     // Taken only here, right before the state changes; if it is
                     // gone the future was polled after completion: fail closed.
                     let Some((mut request, mut service)) = pending.take() else {
-                        return Poll::Ready(Ok(guard.unavailable().to_response()));
+                        return Poll::Ready(Ok(guard.unavailable().to_response(false)));
                     };
                     match guard.decide_resolved(&mut request, resolved) {
                         Ok(()) => State::Inner {
@@ -187,6 +189,7 @@ where
                         },
                         Err(rejection) => State::Rejected {
                             rejection: rejection.clone(),
+                            grpc: is_grpc(request.headers()),
                         },
                     }
                 }

@@ -1,0 +1,423 @@
+//! Route policy tables: one layer, a requirement per method and path.
+//!
+//! For hyper and tonic servers, which have no per-route layers, and for axum
+//! users who prefer one table. Each entry maps a method and a path pattern to
+//! what a credential needs. Routes can be public (no credential at all).
+//! Requests that no entry covers are **denied by default** (404 `not_found`,
+//! or gRPC `UNIMPLEMENTED`), as OWASP API5 advises; allowing them is an
+//! explicit [`allow_unmatched`](RoutePolicy::allow_unmatched).
+//!
+//! Patterns are `/api/v1/contacts`, `/api/v1/contacts/{id}` (one segment) and
+//! `/api/v1/webhooks/*` (the rest of the path); gRPC methods are paths like
+//! `/contacts.v1.Contacts/ListContacts`. The table is compiled once into a
+//! radix tree ([`matchit`], axum's router), so matching does not slow down as
+//! routes are added. Every misconfiguration (an invalid pattern, a duplicate
+//! route, a scope outside the catalog) is an error from
+//! [`build`](RoutePolicy::build), never a panic or a silent allow.
+//!
+//! # Example
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http::{Method, Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, RoutePolicy, ScopeSet};
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let keys = MemoryStore::new();
+//! keys.insert_token(
+//!     "ohk_reader",
+//!     Credential::new("key_1", "ws_acme", CredentialKind::ApiKey)
+//!         .with_scopes(ScopeSet::parse(["contacts:read"])?)
+//!         .with_entitlements(["api-access"]),
+//! );
+//! let gate = Gate::new(CachedStore::new(keys));
+//!
+//! let policy = RoutePolicy::new()
+//!     .require_entitlement("api-access")
+//!     .scope_catalog(["contacts:read", "contacts:write"])
+//!     .public(Method::GET, "/health")
+//!     .scope(Method::GET, "/api/v1/contacts", "contacts:read")
+//!     .scope(Method::GET, "/api/v1/contacts/{id}", "contacts:read")
+//!     .scope(Method::DELETE, "/api/v1/contacts/{id}", "contacts:write")
+//!     .grpc("/contacts.v1.Contacts/ListContacts", "contacts:read")
+//!     .build(&gate)?;
+//!
+//! let app = policy.layer(service_fn(|_req: Request<Full<Bytes>>| async {
+//!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+//! }));
+//! let send = |method: Method, path: &str, token: Option<&str>| {
+//!     let mut req = Request::builder().method(method).uri(path);
+//!     if let Some(token) = token {
+//!         req = req.header("authorization", format!("Bearer {token}"));
+//!     }
+//!     app.clone().oneshot(req.body(Full::default()).unwrap())
+//! };
+//!
+//! assert_eq!(send(Method::GET, "/health", None).await?.status(), StatusCode::OK);
+//! assert_eq!(send(Method::GET, "/api/v1/contacts/con_1", Some("ohk_reader")).await?.status(), StatusCode::OK);
+//! assert_eq!(send(Method::DELETE, "/api/v1/contacts/con_1", Some("ohk_reader")).await?.status(), StatusCode::FORBIDDEN);
+//! // Not in the table: denied by default.
+//! assert_eq!(send(Method::GET, "/admin", Some("ohk_reader")).await?.status(), StatusCode::NOT_FOUND);
+//!
+//! // Mistakes are errors when the table is built.
+//! let err = RoutePolicy::new()
+//!     .scope_catalog(["contacts:read"])
+//!     .scope(Method::GET, "/api/v1/contacts", "contacts:raed")
+//!     .build(&gate)
+//!     .unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     r#"route "/api/v1/contacts" requires "contacts:raed", which is not in the scope catalog"#
+//! );
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+
+use http::Method;
+
+use crate::gate::{entitlement_name, ConfigError, Gate};
+use crate::guard::{Check, Guard, Rule};
+use crate::layer::PolicyLayer;
+use crate::scope::{Requirement, ScopeSet};
+
+/// A table of routes and what each requires; build it into a
+/// [`PolicyLayer`] with [`build`](RoutePolicy::build).
+///
+/// See the [module docs](crate::policy) for an example.
+#[derive(Clone, Debug, Default)]
+#[must_use]
+pub struct RoutePolicy {
+    entries: Vec<Entry>,
+    entitlement: Option<String>,
+    catalog: Option<Vec<String>>,
+    allow_unmatched: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    method: Method,
+    pattern: String,
+    want: Want,
+}
+
+#[derive(Clone, Debug)]
+enum Want {
+    Public,
+    Authenticated,
+    Scope(String),
+    Requirement(Requirement),
+}
+
+impl RoutePolicy {
+    /// An empty table: every request is denied until routes are added.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn entry(mut self, method: Method, pattern: &str, want: Want) -> Self {
+        self.entries.push(Entry {
+            method,
+            pattern: pattern.to_owned(),
+            want,
+        });
+        self
+    }
+
+    /// `method pattern` requires one scope.
+    pub fn scope(self, method: Method, pattern: &str, scope: &str) -> Self {
+        self.entry(method, pattern, Want::Scope(scope.to_owned()))
+    }
+
+    /// `method pattern` requires `requirement` (all-of or any-of).
+    pub fn require(self, method: Method, pattern: &str, requirement: Requirement) -> Self {
+        self.entry(method, pattern, Want::Requirement(requirement))
+    }
+
+    /// `method pattern` requires a valid credential (and the policy's
+    /// entitlement, if any), but no particular scope.
+    pub fn authenticated(self, method: Method, pattern: &str) -> Self {
+        self.entry(method, pattern, Want::Authenticated)
+    }
+
+    /// `method pattern` is public: no credential is looked at or needed.
+    pub fn public(self, method: Method, pattern: &str) -> Self {
+        self.entry(method, pattern, Want::Public)
+    }
+
+    /// A gRPC method, `/package.Service/Method`, requires one scope.
+    pub fn grpc(self, path: &str, scope: &str) -> Self {
+        self.scope(Method::POST, path, scope)
+    }
+
+    /// Every non-public route also requires this plan entitlement, usually
+    /// `api-access`.
+    pub fn require_entitlement(mut self, entitlement: &str) -> Self {
+        self.entitlement = Some(entitlement.to_owned());
+        self
+    }
+
+    /// The scopes routes may require; any other is a build error, so a typo
+    /// cannot make a route unreachable.
+    pub fn scope_catalog<I>(mut self, scopes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.catalog = Some(scopes.into_iter().map(|s| s.as_ref().to_owned()).collect());
+        self
+    }
+
+    /// Lets requests that no entry covers through, without a credential. Off
+    /// by default: an unmatched request is denied.
+    pub fn allow_unmatched(mut self) -> Self {
+        self.allow_unmatched = true;
+        self
+    }
+
+    /// Validates and compiles the table.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Route`] for an invalid pattern,
+    /// [`ConfigError::DuplicateRoute`] for a method and path given twice,
+    /// [`ConfigError::UnknownScope`] for a scope outside the catalog,
+    /// [`ConfigError::Scope`] or [`ConfigError::Entitlement`] for an invalid
+    /// name.
+    pub fn build(self, gate: &Gate) -> Result<PolicyLayer, ConfigError> {
+        let entitlement = self
+            .entitlement
+            .as_deref()
+            .map(entitlement_name)
+            .transpose()?;
+        let catalog = self.catalog.as_ref().map(ScopeSet::parse).transpose()?;
+        let mut router = matchit::Router::new();
+        let mut paths: Vec<Vec<(Method, Target)>> = Vec::new();
+        let mut by_shape: HashMap<String, usize> = HashMap::new();
+
+        for entry in self.entries {
+            let pattern = &entry.pattern;
+            let (syntax, shape) = parse_pattern(pattern)?;
+            let requirement = match entry.want {
+                Want::Public => None,
+                Want::Authenticated => Some(None),
+                Want::Scope(scope) => Some(Some(Requirement::scope(&scope)?)),
+                Want::Requirement(requirement) => Some(Some(requirement)),
+            };
+            if let (Some(catalog), Some(Some(requirement))) = (&catalog, &requirement) {
+                if let Some(unknown) = requirement.scopes().iter().find(|s| !catalog.contains(**s))
+                {
+                    return Err(ConfigError::UnknownScope {
+                        scope: unknown.as_str().to_owned(),
+                        pattern: pattern.clone(),
+                    });
+                }
+            }
+            let slot = match by_shape.get(&shape) {
+                Some(&slot) => slot,
+                None => {
+                    router
+                        .insert(syntax, paths.len())
+                        .map_err(|e| ConfigError::Route {
+                            pattern: pattern.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    paths.push(Vec::new());
+                    by_shape.insert(shape, paths.len() - 1);
+                    paths.len() - 1
+                }
+            };
+            let methods = &mut paths[slot];
+            if methods.iter().any(|(m, _)| *m == entry.method) {
+                return Err(ConfigError::DuplicateRoute {
+                    method: entry.method.to_string(),
+                    pattern: pattern.clone(),
+                });
+            }
+            let target = match requirement {
+                None => Target::Public,
+                Some(requirement) => Target::Protected(Box::new(Rule::new(
+                    gate,
+                    entitlement.clone(),
+                    requirement.map(|r| gate.compile(&r)),
+                ))),
+            };
+            methods.push((entry.method, target));
+        }
+        let routes = paths.iter().map(Vec::len).sum();
+        let policy = CompiledPolicy {
+            router,
+            paths,
+            routes,
+            allow_unmatched: self.allow_unmatched,
+        };
+        Ok(PolicyLayer::new(Guard::new(
+            gate.clone(),
+            Check::Policy(policy),
+        )))
+    }
+}
+
+/// Checks a pattern and turns it into matchit's syntax, plus a shape in which
+/// parameter names are erased (`/a/{id}` and `/a/{key}` are the same route).
+fn parse_pattern(pattern: &str) -> Result<(String, String), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Route {
+        pattern: pattern.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let Some(rest) = pattern.strip_prefix('/') else {
+        return Err(invalid("a pattern starts with '/'"));
+    };
+    if rest.is_empty() {
+        return Ok(("/".to_owned(), "/".to_owned()));
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    let (mut syntax, mut shape) = (String::new(), String::new());
+    for (i, segment) in segments.iter().enumerate() {
+        syntax.push('/');
+        shape.push('/');
+        if segment.is_empty() {
+            return Err(invalid("empty segment ('//' or a trailing '/')"));
+        }
+        if *segment == "*" {
+            if i + 1 != segments.len() {
+                return Err(invalid("'*' must be the last segment"));
+            }
+            syntax.push_str("{*rest}");
+            shape.push_str("{*}");
+        } else if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(invalid(
+                    "a parameter is '{name}', with letters, digits or '_'",
+                ));
+            }
+            syntax.push_str(segment);
+            shape.push_str("{}");
+        } else if segment.contains(['{', '}', '*']) {
+            return Err(invalid("'{', '}' and '*' may only form a whole segment"));
+        } else if !segment.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid("segments are visible ASCII"));
+        } else {
+            syntax.push_str(segment);
+            shape.push_str(segment);
+        }
+    }
+    Ok((syntax, shape))
+}
+
+/// The compiled table.
+pub(crate) struct CompiledPolicy {
+    router: matchit::Router<usize>,
+    /// Per path: what each method needs.
+    paths: Vec<Vec<(Method, Target)>>,
+    routes: usize,
+    allow_unmatched: bool,
+}
+
+pub(crate) enum Target {
+    Public,
+    Protected(Box<Rule>),
+    /// Not stored: what a lookup answers when nothing matches.
+    Unmatched,
+}
+
+static PUBLIC: Target = Target::Public;
+static UNMATCHED: Target = Target::Unmatched;
+
+impl CompiledPolicy {
+    /// What a request to `method path` needs. `HEAD` falls back to `GET`.
+    #[inline]
+    pub(crate) fn target(&self, method: &Method, path: &str) -> &Target {
+        let found = self.router.at(path).ok().and_then(|m| {
+            let methods = &self.paths[*m.value];
+            let find = |wanted: &Method| methods.iter().find(|(m, _)| m == wanted);
+            find(method)
+                .or_else(|| {
+                    (*method == Method::HEAD)
+                        .then(|| find(&Method::GET))
+                        .flatten()
+                })
+                .map(|(_, target)| target)
+        });
+        match found {
+            Some(target) => target,
+            None if self.allow_unmatched => &PUBLIC,
+            None => &UNMATCHED,
+        }
+    }
+}
+
+impl fmt::Debug for CompiledPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledPolicy")
+            .field("routes", &self.routes)
+            .field("allow_unmatched", &self.allow_unmatched)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        let ok = |p: &str| parse_pattern(p).unwrap();
+        assert_eq!(ok("/"), ("/".into(), "/".into()));
+        assert_eq!(
+            ok("/api/v1/contacts"),
+            ("/api/v1/contacts".into(), "/api/v1/contacts".into())
+        );
+        assert_eq!(
+            ok("/api/v1/contacts/{id}"),
+            ("/api/v1/contacts/{id}".into(), "/api/v1/contacts/{}".into())
+        );
+        assert_eq!(
+            ok("/api/v1/webhooks/*"),
+            (
+                "/api/v1/webhooks/{*rest}".into(),
+                "/api/v1/webhooks/{*}".into()
+            )
+        );
+        assert_eq!(
+            ok("/contacts.v1.Contacts/ListContacts"),
+            (
+                "/contacts.v1.Contacts/ListContacts".into(),
+                "/contacts.v1.Contacts/ListContacts".into()
+            )
+        );
+        for (bad, why) in [
+            ("api/v1", "a pattern starts with '/'"),
+            ("/api//v1", "empty segment ('//' or a trailing '/')"),
+            ("/api/v1/", "empty segment ('//' or a trailing '/')"),
+            ("/a/*/b", "'*' must be the last segment"),
+            (
+                "/a/{}",
+                "a parameter is '{name}', with letters, digits or '_'",
+            ),
+            (
+                "/a/{i-d}",
+                "a parameter is '{name}', with letters, digits or '_'",
+            ),
+            ("/a/x{id}", "'{', '}' and '*' may only form a whole segment"),
+            ("/a/b*", "'{', '}' and '*' may only form a whole segment"),
+            ("/a/caf\u{e9}", "segments are visible ASCII"),
+        ] {
+            let err = parse_pattern(bad).unwrap_err();
+            assert_eq!(
+                err,
+                ConfigError::Route {
+                    pattern: bad.into(),
+                    reason: why.into()
+                },
+                "{bad}"
+            );
+        }
+    }
+}
