@@ -6,6 +6,8 @@ mod common;
 #[allow(dead_code)]
 #[path = "../examples/onboardinghub/app.rs"]
 mod app;
+#[path = "../examples/demo/mod.rs"]
+mod demo;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -14,65 +14,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scopegate::{
-    CachedStore, ConfigError, Credential, CredentialKind, Gate, MemoryStore, ScopeLayer, ScopeSet,
-    TokenHash,
-};
+use scopegate::{CachedStore, ConfigError, Gate, MemoryStore, ScopeLayer, TokenHash};
 use serde_json::{json, Map, Value};
 
-/// Every scope of the reference's scope table.
-pub const SCOPES: [&str; 8] = [
-    "contacts:read",
-    "contacts:write",
-    "organisations:read",
-    "organisations:write",
-    "enrollments:read",
-    "enrollments:write",
-    "guides:read",
-    "webhooks:manage",
-];
-
-/// The workspace whose developer settings `/developer/keys` manages.
-pub const WORKSPACE: &str = "ws_acme";
-
-/// A fixed demo credential, listed in README.
-pub struct DemoKey {
-    pub token: &'static str,
-    pub id: &'static str,
-    pub name: &'static str,
-    pub workspace: &'static str,
-    pub scopes: &'static [&'static str],
-    /// Whether the workspace's plan includes `api-access`.
-    pub api_access: bool,
-}
-
-/// The three demo credentials.
-pub const DEMO_KEYS: [DemoKey; 3] = [
-    DemoKey {
-        token: "ohk_demo_all_scopes",
-        id: "key_demo_all",
-        name: "Demo: all scopes",
-        workspace: WORKSPACE,
-        scopes: &SCOPES,
-        api_access: true,
-    },
-    DemoKey {
-        token: "ohk_demo_contacts_read",
-        id: "key_demo_contacts_read",
-        name: "Demo: contacts:read",
-        workspace: WORKSPACE,
-        scopes: &["contacts:read"],
-        api_access: true,
-    },
-    DemoKey {
-        token: "ohk_demo_no_api_access",
-        id: "key_demo_free",
-        name: "Demo: free plan",
-        workspace: "ws_free",
-        scopes: &SCOPES,
-        api_access: false,
-    },
-];
+use crate::demo::{credential, DEMO_KEYS, SCOPES, WORKSPACE};
 
 /// The server's state: the key store, the gate's cache, and the data.
 #[derive(Clone)]
@@ -93,19 +38,17 @@ struct KeyRecord {
 impl App {
     /// The app with the demo keys; `admin_token` guards `/developer/keys`.
     pub fn new(admin_token: &str) -> Self {
-        let keys = MemoryStore::new();
-        let mut registry = BTreeMap::new();
-        for demo in DEMO_KEYS {
-            keys.insert_token(
-                demo.token,
-                credential(demo.id, demo.workspace, demo.scopes, demo.api_access),
-            );
-            let record = KeyRecord {
-                name: demo.name.to_owned(),
-                scopes: to_strings(demo.scopes),
-            };
-            registry.insert(demo.id.to_owned(), record);
-        }
+        let keys = crate::demo::store();
+        let registry = DEMO_KEYS
+            .iter()
+            .map(|demo| {
+                let record = KeyRecord {
+                    name: demo.name.to_owned(),
+                    scopes: to_strings(demo.scopes),
+                };
+                (demo.id.to_owned(), record)
+            })
+            .collect();
         App {
             cache: CachedStore::new(keys.clone()),
             keys,
@@ -190,19 +133,6 @@ impl App {
 
         Ok(api.merge(developer).merge(open))
     }
-}
-
-fn credential(
-    id: &str,
-    workspace: &str,
-    scopes: &[impl AsRef<str>],
-    api_access: bool,
-) -> Credential {
-    let entitlements: &[&str] = if api_access { &["api-access"] } else { &[] };
-    Credential::new(id, workspace, CredentialKind::ApiKey)
-        // The scopes are from SCOPES, so they parse.
-        .with_scopes(ScopeSet::parse(scopes).unwrap_or_default())
-        .with_entitlements(entitlements.iter().copied())
 }
 
 fn to_strings(items: &[impl AsRef<str>]) -> Vec<String> {

@@ -7,6 +7,8 @@
 //! ```
 
 mod app;
+#[path = "../demo/mod.rs"]
+mod demo;
 
 use std::error::Error;
 
