@@ -85,11 +85,11 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
             StatusCode::OK,
             r#"{"data":[{"id":"gui_1","published":true,"title":"Getting started"}]}"#.to_owned(),
         ),
-        (&Method::GET, p) if p == "/api/v1/contacts/con_1" => (
+        (&Method::GET, "/api/v1/contacts/con_1") => (
             StatusCode::OK,
             r#"{"email":"ada@example.com","id":"con_1","name":"Ada Lovelace"}"#.to_owned(),
         ),
-        (&Method::GET, p) if p == "/api/v1/guides/gui_1" => (
+        (&Method::GET, "/api/v1/guides/gui_1") => (
             StatusCode::OK,
             r#"{"id":"gui_1","published":true,"title":"Getting started"}"#.to_owned(),
         ),
