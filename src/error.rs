@@ -47,7 +47,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderName, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::Serialize;
 
@@ -310,15 +310,165 @@ impl fmt::Debug for Messages {
     }
 }
 
+/// Renders rejections your own way; set with
+/// [`GateBuilder::renderer`](crate::GateBuilder::renderer).
+///
+/// Called once per possible rejection when a gate or layer is built (every
+/// rejection a layer can produce is known then), for the HTTP form and for
+/// the gRPC form, never per request. Return `None` to keep the default
+/// response. `message` is what [`Messages`] says for the rejection. The
+/// [`Rejection`] is added to the response's extensions either way.
+///
+/// A closure `Fn(&Rejection, &str, bool) -> Option<Response<Bytes>>` is a
+/// renderer.
+///
+/// # Example
+///
+/// ```
+/// use bytes::Bytes;
+/// use http::{Response, StatusCode};
+/// use scopegate::{CachedStore, Gate, MemoryStore, Rejection};
+///
+/// # fn main() -> Result<(), scopegate::ConfigError> {
+/// // RFC 9457 problem details for HTTP clients; gRPC clients keep the default.
+/// let gate = Gate::builder(CachedStore::new(MemoryStore::new()))
+///     .renderer(|rejection: &Rejection, message: &str, grpc: bool| {
+///         if grpc {
+///             return None;
+///         }
+///         let body = serde_json::json!({
+///             "type": format!("https://errors.example.com/{}", rejection.kind()),
+///             "status": rejection.status().as_u16(),
+///             "detail": message,
+///         });
+///         Response::builder()
+///             .status(rejection.status())
+///             .header("content-type", "application/problem+json")
+///             .body(Bytes::from(body.to_string()))
+///             .ok()
+///     })
+///     .build()?;
+/// # let _ = gate;
+/// # Ok(())
+/// # }
+/// ```
+pub trait RenderRejection: Send + Sync + 'static {
+    /// The response for `rejection`, or `None` for the default.
+    fn render(&self, rejection: &Rejection, message: &str, grpc: bool) -> Option<Response<Bytes>>;
+}
+
+impl<F> RenderRejection for F
+where
+    F: Fn(&Rejection, &str, bool) -> Option<Response<Bytes>> + Send + Sync + 'static,
+{
+    fn render(&self, rejection: &Rejection, message: &str, grpc: bool) -> Option<Response<Bytes>> {
+        self(rejection, message, grpc)
+    }
+}
+
+/// How a gate renders rejections: everything that shapes an error response.
+#[derive(Clone)]
+pub(crate) struct Render {
+    pub(crate) messages: Messages,
+    pub(crate) retry_after: Duration,
+    /// `realm="…"` in challenges, already checked to be quotable.
+    pub(crate) realm: Option<String>,
+    /// RFC 9728 `resource_metadata="…"` in challenges, already checked.
+    pub(crate) resource_metadata: Option<String>,
+    /// Whether a 403 names the missing scope (the documented default).
+    pub(crate) disclose_scope: bool,
+    pub(crate) renderer: Option<Arc<dyn RenderRejection>>,
+}
+
+impl Default for Render {
+    fn default() -> Self {
+        Render {
+            messages: Messages::default(),
+            retry_after: Duration::from_secs(5),
+            realm: None,
+            resource_metadata: None,
+            disclose_scope: true,
+            renderer: None,
+        }
+    }
+}
+
+impl fmt::Debug for Render {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Render")
+            .field("messages", &self.messages)
+            .field("retry_after", &self.retry_after)
+            .field("realm", &self.realm)
+            .field("resource_metadata", &self.resource_metadata)
+            .field("disclose_scope", &self.disclose_scope)
+            .field("renderer", &self.renderer.is_some())
+            .finish()
+    }
+}
+
+const UNDISCLOSED_SCOPE: &str =
+    "Your credential does not have the permission this action requires.";
+
+impl Render {
+    /// The `WWW-Authenticate` value: `Bearer`, then realm, error, scope and
+    /// resource_metadata attributes, as RFC 6750 §3 and RFC 9728 §5.1 order them.
+    fn challenge(&self, error: Option<&str>, scope: Option<Scope>) -> HeaderValue {
+        let mut attributes = Vec::new();
+        if let Some(realm) = &self.realm {
+            attributes.push(format!(r#"realm="{realm}""#));
+        }
+        if let Some(error) = error {
+            attributes.push(format!(r#"error="{error}""#));
+        }
+        if let Some(scope) = scope {
+            // A scope token has no '"' or '\' (RFC 6749 §3.3): it can be quoted as is.
+            attributes.push(format!(r#"scope="{scope}""#));
+        }
+        if let Some(url) = &self.resource_metadata {
+            attributes.push(format!(r#"resource_metadata="{url}""#));
+        }
+        let value = match attributes.is_empty() {
+            true => "Bearer".to_owned(),
+            false => format!("Bearer {}", attributes.join(", ")),
+        };
+        // Every part was checked to be visible ASCII when configured.
+        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+    }
+
+    fn message(&self, rejection: &Rejection) -> String {
+        match rejection {
+            Rejection::InsufficientScope(_) if !self.disclose_scope => UNDISCLOSED_SCOPE.to_owned(),
+            _ => self.messages.message(rejection),
+        }
+    }
+}
+
 /// A rejection rendered once, at build time, and cloned into each response.
 #[derive(Clone, Debug)]
 pub(crate) struct ErrorResponse {
     rejection: Rejection,
+    http: Rendered,
+    grpc: Rendered,
+}
+
+/// One response's parts, ready to clone.
+#[derive(Clone, Debug)]
+struct Rendered {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// Empty for a body-less response (a gRPC trailers-only response).
     body: Bytes,
-    /// `WWW-Authenticate` or `Retry-After`, for HTTP responses.
-    extra: Option<(HeaderName, HeaderValue)>,
-    grpc_status: HeaderValue,
-    grpc_message: HeaderValue,
+}
+
+impl From<Response<Bytes>> for Rendered {
+    fn from(response: Response<Bytes>) -> Self {
+        let (parts, body) = response.into_parts();
+        Rendered {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -344,59 +494,34 @@ static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
 /// Whether a request speaks gRPC (`content-type: application/grpc…`).
-pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 impl ErrorResponse {
-    pub(crate) fn new(rejection: Rejection, messages: &Messages, retry_after: Duration) -> Self {
-        let message = messages.message(&rejection);
-        let kind = rejection.kind();
-        let body = serde_json::to_vec(&Envelope {
-            error: ErrorBody {
-                kind: kind.as_str(),
-                message: &message,
-            },
-        })
-        .map(Bytes::from)
-        .unwrap_or_default();
-        let challenge = |value: &str| {
-            HeaderValue::from_str(value).map_or_else(
-                |_| (WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")),
-                |value| (WWW_AUTHENTICATE, value),
-            )
+    pub(crate) fn new(rejection: Rejection, render: &Render) -> Self {
+        let message = render.message(&rejection);
+        let custom = |grpc| {
+            render
+                .renderer
+                .as_ref()
+                .and_then(|r| r.render(&rejection, &message, grpc))
+                .map(Rendered::from)
         };
-        let extra = match &rejection {
-            Rejection::MissingCredential => Some(challenge("Bearer")),
-            Rejection::Malformed(_) => Some(challenge(r#"Bearer error="invalid_request""#)),
-            Rejection::InvalidToken => Some(challenge(r#"Bearer error="invalid_token""#)),
-            // A scope token has no '"' or '\' (RFC 6749 §3.3): it can be quoted as is.
-            Rejection::InsufficientScope(scope) => Some(challenge(&format!(
-                r#"Bearer error="insufficient_scope", scope="{scope}""#
-            ))),
-            Rejection::StoreUnavailable => {
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                Some((RETRY_AFTER, HeaderValue::from(secs.max(1))))
-            }
-            Rejection::MissingEntitlement(_) | Rejection::NoRoute => None,
-        };
-        let encoded = utf8_percent_encode(&message, GRPC_MESSAGE_ESCAPES).to_string();
+        let http = custom(false).unwrap_or_else(|| default_http(&rejection, &message, render));
+        let grpc = custom(true).unwrap_or_else(|| default_grpc(&rejection, &message));
         ErrorResponse {
             rejection,
-            body,
-            extra,
-            grpc_status: HeaderValue::from(u16::from(kind.grpc_status())),
-            // Percent-encoding leaves only visible ASCII and spaces: always valid.
-            grpc_message: HeaderValue::from_str(&encoded)
-                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            http,
+            grpc,
         }
     }
 
     /// The error responses of every rejection that does not depend on a route.
-    pub(crate) fn fixed(messages: &Messages, retry_after: Duration) -> FixedResponses {
-        let make = |r| ErrorResponse::new(r, messages, retry_after);
+    pub(crate) fn fixed(render: &Render) -> FixedResponses {
+        let make = |r| ErrorResponse::new(r, render);
         FixedResponses {
             missing: make(Rejection::MissingCredential),
             invalid_token: make(Rejection::InvalidToken),
@@ -409,26 +534,93 @@ impl ErrorResponse {
     /// The response: JSON for HTTP clients; for gRPC clients a trailers-only
     /// response (HTTP 200, `grpc-status`, `grpc-message`, no body).
     pub(crate) fn to_response<B>(&self, grpc: bool) -> Response<ResponseBody<B>> {
-        let mut response = if grpc {
-            let mut response = Response::new(ResponseBody::empty());
-            let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, GRPC.clone());
-            headers.insert(GRPC_STATUS.clone(), self.grpc_status.clone());
-            headers.insert(GRPC_MESSAGE.clone(), self.grpc_message.clone());
-            response
-        } else {
-            let mut response = Response::new(ResponseBody::error(self.body.clone()));
-            *response.status_mut() = self.rejection.status();
-            let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, JSON.clone());
-            headers.insert(CACHE_CONTROL, NO_STORE.clone());
-            if let Some((name, value)) = &self.extra {
-                headers.insert(name, value.clone());
-            }
-            response
+        let rendered = if grpc { &self.grpc } else { &self.http };
+        let body = match rendered.body.is_empty() {
+            true => ResponseBody::empty(),
+            false => ResponseBody::error(rendered.body.clone()),
         };
+        let mut response = Response::new(body);
+        *response.status_mut() = rendered.status;
+        *response.headers_mut() = rendered.headers.clone();
         response.extensions_mut().insert(self.rejection.clone());
         response
+    }
+
+    #[cfg(feature = "tracing")]
+    pub(crate) fn rejection(&self) -> &Rejection {
+        &self.rejection
+    }
+}
+
+/// The documented JSON response.
+fn default_http(rejection: &Rejection, message: &str, render: &Render) -> Rendered {
+    let kind = rejection.kind();
+    let body = serde_json::to_vec(&Envelope {
+        error: ErrorBody {
+            kind: kind.as_str(),
+            message,
+        },
+    })
+    .map(Bytes::from)
+    .unwrap_or_default();
+    let mut headers = HeaderMap::with_capacity(3);
+    headers.insert(CONTENT_TYPE, JSON.clone());
+    headers.insert(CACHE_CONTROL, NO_STORE.clone());
+    match rejection {
+        Rejection::MissingCredential => {
+            headers.insert(WWW_AUTHENTICATE, render.challenge(None, None));
+        }
+        Rejection::Malformed(_) => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                render.challenge(Some("invalid_request"), None),
+            );
+        }
+        Rejection::InvalidToken => {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                render.challenge(Some("invalid_token"), None),
+            );
+        }
+        Rejection::InsufficientScope(scope) => {
+            let scope = render.disclose_scope.then_some(*scope);
+            headers.insert(
+                WWW_AUTHENTICATE,
+                render.challenge(Some("insufficient_scope"), scope),
+            );
+        }
+        Rejection::StoreUnavailable => {
+            let retry = render.retry_after;
+            let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        Rejection::MissingEntitlement(_) | Rejection::NoRoute => {}
+    }
+    Rendered {
+        status: kind.status(),
+        headers,
+        body,
+    }
+}
+
+/// A trailers-only gRPC response carrying the same message.
+fn default_grpc(rejection: &Rejection, message: &str) -> Rendered {
+    let encoded = utf8_percent_encode(message, GRPC_MESSAGE_ESCAPES).to_string();
+    let mut headers = HeaderMap::with_capacity(3);
+    headers.insert(CONTENT_TYPE, GRPC.clone());
+    headers.insert(
+        GRPC_STATUS.clone(),
+        HeaderValue::from(u16::from(rejection.kind().grpc_status())),
+    );
+    // Percent-encoding leaves only visible ASCII and spaces: always valid.
+    headers.insert(
+        GRPC_MESSAGE.clone(),
+        HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static("")),
+    );
+    Rendered {
+        status: StatusCode::OK,
+        headers,
+        body: Bytes::new(),
     }
 }
 
@@ -458,13 +650,20 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
+    fn with_messages(messages: &Messages) -> Render {
+        Render {
+            messages: messages.clone(),
+            ..Render::default()
+        }
+    }
+
     async fn render(rejection: Rejection) -> (StatusCode, Vec<(String, String)>, String) {
-        let response = ErrorResponse::new(
-            rejection.clone(),
-            &Messages::default(),
-            Duration::from_millis(2500),
-        )
-        .to_response::<http_body_util::Empty<Bytes>>(false);
+        let render = Render {
+            retry_after: Duration::from_millis(2500),
+            ..Render::default()
+        };
+        let response = ErrorResponse::new(rejection.clone(), &render)
+            .to_response::<http_body_util::Empty<Bytes>>(false);
         assert_eq!(response.extensions().get::<Rejection>(), Some(&rejection));
         let status = response.status();
         let headers = response
@@ -554,20 +753,18 @@ mod tests {
             .with_entitlement(|e| format!("no {e}"));
         let r = ErrorResponse::new(
             Rejection::Malformed(Malformed::EmptyToken),
-            &messages,
-            Duration::ZERO,
+            &with_messages(&messages),
         );
         assert_eq!(
-            r.body,
+            r.http.body,
             r#"{"error":{"type":"invalid_request","message":"Say \"Bearer\""}}"#
         );
         let r = ErrorResponse::new(
             Rejection::MissingEntitlement("api-access".into()),
-            &messages,
-            Duration::ZERO,
+            &with_messages(&messages),
         );
         assert_eq!(
-            r.body,
+            r.http.body,
             r#"{"error":{"type":"forbidden","message":"no api-access"}}"#
         );
         // A later fixed text replaces a renderer, and the other way round.
@@ -600,12 +797,8 @@ mod tests {
             (Rejection::NoRoute, "12", "No route matches this request."),
         ];
         for (rejection, status, message) in cases {
-            let response = ErrorResponse::new(
-                rejection.clone(),
-                &Messages::default(),
-                Duration::from_secs(5),
-            )
-            .to_response::<http_body_util::Empty<Bytes>>(true);
+            let response = ErrorResponse::new(rejection.clone(), &Render::default())
+                .to_response::<http_body_util::Empty<Bytes>>(true);
             assert_eq!(response.status(), StatusCode::OK);
             let headers: Vec<_> = response
                 .headers()
@@ -633,11 +826,14 @@ mod tests {
     #[test]
     fn grpc_messages_are_percent_encoded() {
         let messages = Messages::default().with(RejectionKind::InvalidToken, "100% wrong – sorry");
-        let r = ErrorResponse::new(Rejection::InvalidToken, &messages, Duration::ZERO);
-        assert_eq!(r.grpc_message, "100%25 wrong %E2%80%93 sorry");
+        let r = ErrorResponse::new(Rejection::InvalidToken, &with_messages(&messages));
+        assert_eq!(
+            r.grpc.headers["grpc-message"],
+            "100%25 wrong %E2%80%93 sorry"
+        );
         let messages = Messages::default().with(RejectionKind::InvalidToken, "line\nbreak");
-        let r = ErrorResponse::new(Rejection::InvalidToken, &messages, Duration::ZERO);
-        assert_eq!(r.grpc_message, "line%0Abreak");
+        let r = ErrorResponse::new(Rejection::InvalidToken, &with_messages(&messages));
+        assert_eq!(r.grpc.headers["grpc-message"], "line%0Abreak");
     }
 
     #[test]
@@ -647,8 +843,12 @@ mod tests {
             (Duration::from_secs(5), "5"),
             (Duration::from_millis(5001), "6"),
         ] {
-            let r = ErrorResponse::new(Rejection::StoreUnavailable, &Messages::default(), retry);
-            assert_eq!(r.extra.unwrap().1, want);
+            let render = Render {
+                retry_after: retry,
+                ..Render::default()
+            };
+            let r = ErrorResponse::new(Rejection::StoreUnavailable, &render);
+            assert_eq!(r.http.headers["retry-after"], want);
         }
     }
 }

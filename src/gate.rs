@@ -36,13 +36,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::credential::{Credential, TokenHash};
-use crate::error::{ErrorResponse, FixedResponses, Messages, Rejection, API_ACCESS};
+use crate::error::{
+    ErrorResponse, FixedResponses, Messages, Rejection, Render, RenderRejection, API_ACCESS,
+};
 use crate::guard::{Check, Guard, Rule};
 use crate::layer::{EntitlementLayer, ScopeLayer};
 use crate::scope::{CompiledRequirement, Implications, Requirement, Scope, ScopeError};
 use crate::store::{CachedStore, CredentialStore, StoreError};
-
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 pub(crate) type Lookup =
     Pin<Box<dyn Future<Output = Result<Option<Arc<Credential>>, StoreError>> + Send>>;
@@ -79,8 +79,8 @@ pub struct Gate {
 struct GateInner {
     resolver: Arc<dyn Resolver>,
     implications: Implications,
-    messages: Messages,
-    retry_after: Duration,
+    render: Render,
+    scope_headers: bool,
     fixed: FixedResponses,
 }
 
@@ -141,7 +141,11 @@ impl Gate {
     }
 
     pub(crate) fn render(&self, rejection: Rejection) -> ErrorResponse {
-        ErrorResponse::new(rejection, &self.inner.messages, self.inner.retry_after)
+        ErrorResponse::new(rejection, &self.inner.render)
+    }
+
+    pub(crate) fn scope_headers(&self) -> bool {
+        self.inner.scope_headers
     }
 
     pub(crate) fn fixed(&self) -> &FixedResponses {
@@ -170,8 +174,8 @@ impl fmt::Debug for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gate")
             .field("implications", &self.inner.implications)
-            .field("messages", &self.inner.messages)
-            .field("retry_after", &self.inner.retry_after)
+            .field("render", &self.inner.render)
+            .field("scope_headers", &self.inner.scope_headers)
             .finish_non_exhaustive()
     }
 }
@@ -181,8 +185,8 @@ impl fmt::Debug for Gate {
 pub struct GateBuilder {
     resolver: Arc<dyn Resolver>,
     implications: Vec<(String, String)>,
-    messages: Messages,
-    retry_after: Duration,
+    render: Render,
+    scope_headers: bool,
 }
 
 impl GateBuilder {
@@ -190,8 +194,8 @@ impl GateBuilder {
         GateBuilder {
             resolver: Arc::new(cache),
             implications: Vec::new(),
-            messages: Messages::default(),
-            retry_after: DEFAULT_RETRY_AFTER,
+            render: Render::default(),
+            scope_headers: false,
         }
     }
 
@@ -205,14 +209,55 @@ impl GateBuilder {
 
     /// Replaces the error messages.
     pub fn messages(mut self, messages: Messages) -> Self {
-        self.messages = messages;
+        self.render.messages = messages;
         self
     }
 
     /// The `Retry-After` of a 503 when the store fails (default 5 s, rounded
     /// up to whole seconds).
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
-        self.retry_after = retry_after;
+        self.render.retry_after = retry_after;
+        self
+    }
+
+    /// Adds `realm="…"` to every `WWW-Authenticate` challenge (RFC 6750 §3).
+    pub fn realm(mut self, realm: &str) -> Self {
+        self.render.realm = Some(realm.to_owned());
+        self
+    }
+
+    /// Adds `resource_metadata="…"` to every challenge (RFC 9728 §5.1),
+    /// pointing clients at this API's protected-resource metadata; serve it
+    /// with [`ProtectedResourceMetadata`](crate::ProtectedResourceMetadata).
+    pub fn resource_metadata(mut self, url: &str) -> Self {
+        self.render.resource_metadata = Some(url.to_owned());
+        self
+    }
+
+    /// Whether a 403 `insufficient_scope` names the missing scope, in its
+    /// message and its challenge (default: yes, as the API reference
+    /// documents). APIs that treat scope names as internal can turn it off;
+    /// the message then reads "Your credential does not have the permission
+    /// this action requires."
+    pub fn disclose_required_scope(mut self, disclose: bool) -> Self {
+        self.render.disclose_scope = disclose;
+        self
+    }
+
+    /// Adds GitHub-style headers to allowed and refused responses of
+    /// requests with a credential: `X-OAuth-Scopes` (the scopes the credential
+    /// has) and `X-Accepted-OAuth-Scopes` (what the route accepts). Off by
+    /// default: they cost a little on every request and tell clients about
+    /// the credential.
+    pub fn oauth_scope_headers(mut self, enabled: bool) -> Self {
+        self.scope_headers = enabled;
+        self
+    }
+
+    /// Renders rejections with `renderer` instead of the documented bodies,
+    /// wherever it returns `Some`; see [`RenderRejection`].
+    pub fn renderer(mut self, renderer: impl RenderRejection) -> Self {
+        self.render.renderer = Some(Arc::new(renderer));
         self
     }
 
@@ -220,11 +265,21 @@ impl GateBuilder {
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Scope`] when an implication names an invalid scope.
+    /// [`ConfigError::Scope`] when an implication names an invalid scope;
+    /// [`ConfigError::Header`] when the realm or the metadata URL cannot be
+    /// quoted in a header (empty, `"`, `\`, or not visible ASCII).
     pub fn build(self) -> Result<Gate, ConfigError> {
         let mut implications = Implications::default();
         for (granted, implied) in &self.implications {
             implications.add(Scope::new(granted)?, Scope::new(implied)?);
+        }
+        for (what, value) in [
+            ("realm", &self.render.realm),
+            ("resource_metadata", &self.render.resource_metadata),
+        ] {
+            if let Some(value) = value {
+                quotable(what, value)?;
+            }
         }
         Ok(Gate {
             inner: Arc::new(self.into_inner(implications)),
@@ -233,12 +288,27 @@ impl GateBuilder {
 
     fn into_inner(self, implications: Implications) -> GateInner {
         GateInner {
-            fixed: ErrorResponse::fixed(&self.messages, self.retry_after),
+            fixed: ErrorResponse::fixed(&self.render),
             resolver: self.resolver,
             implications,
-            messages: self.messages,
-            retry_after: self.retry_after,
+            render: self.render,
+            scope_headers: self.scope_headers,
         }
+    }
+}
+
+/// A value that can sit inside a quoted-string as is.
+fn quotable(what: &'static str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\');
+    match ok {
+        true => Ok(()),
+        false => Err(ConfigError::Header {
+            what,
+            value: value.escape_debug().to_string(),
+        }),
     }
 }
 
@@ -246,8 +316,8 @@ impl fmt::Debug for GateBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GateBuilder")
             .field("implications", &self.implications)
-            .field("messages", &self.messages)
-            .field("retry_after", &self.retry_after)
+            .field("render", &self.render)
+            .field("scope_headers", &self.scope_headers)
             .finish_non_exhaustive()
     }
 }
@@ -275,6 +345,13 @@ pub enum ConfigError {
         /// The pattern of the second entry.
         pattern: String,
     },
+    /// A realm or metadata URL cannot be put into a challenge header.
+    Header {
+        /// `realm` or `resource_metadata`.
+        what: &'static str,
+        /// The escaped value.
+        value: String,
+    },
     /// A route requires a scope outside the policy's scope catalog.
     UnknownScope {
         /// The scope.
@@ -291,6 +368,10 @@ impl fmt::Display for ConfigError {
             ConfigError::Route { pattern, reason } => {
                 write!(f, "invalid route \"{pattern}\": {reason}")
             }
+            ConfigError::Header { what, value } => write!(
+                f,
+                "invalid {what} \"{value}\": use visible ASCII and spaces, without '\"' or '\\'"
+            ),
             ConfigError::DuplicateRoute { method, pattern } => {
                 write!(
                     f,

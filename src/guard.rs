@@ -3,7 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::Request;
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue, Request};
 
 use crate::bearer::{self, NoToken};
 use crate::credential::{Credential, TokenHash};
@@ -19,6 +20,9 @@ pub(crate) struct Guard {
     check: Check,
 }
 
+// One per layer, inside an `Arc`: its size costs nothing, while boxing the
+// rule would add a pointer chase to every request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Check {
     /// The same rule for every request (`ScopeLayer`, `EntitlementLayer`).
     Rule(Rule),
@@ -39,14 +43,48 @@ struct ScopeRule {
     requirement: CompiledRequirement,
     /// A rendered rejection for each scope the requirement can name.
     denied: Box<[(Scope, ErrorResponse)]>,
+    /// `X-Accepted-OAuth-Scopes`: the scopes the route accepts.
+    accepted: HeaderValue,
 }
 
 /// What to do with a request, decided without waiting where possible.
 pub(crate) enum Decision<'a> {
-    Allow,
-    Deny(&'a ErrorResponse),
+    Allow(Option<Box<ScopeHeaders>>),
+    Deny(&'a ErrorResponse, Option<Box<ScopeHeaders>>),
     /// Not cached: ask the store.
     Resolve(TokenHash),
+}
+
+/// GitHub-style scope headers for one response, when the gate enables them.
+#[derive(Debug)]
+pub(crate) struct ScopeHeaders {
+    granted: HeaderValue,
+    accepted: Option<HeaderValue>,
+}
+
+static X_OAUTH_SCOPES: HeaderName = HeaderName::from_static("x-oauth-scopes");
+static X_ACCEPTED_OAUTH_SCOPES: HeaderName = HeaderName::from_static("x-accepted-oauth-scopes");
+
+impl ScopeHeaders {
+    /// Adds the headers unless an inner layer already did (it knows the
+    /// route's scopes better than an outer entitlement layer).
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        if !headers.contains_key(&X_OAUTH_SCOPES) {
+            headers.insert(X_OAUTH_SCOPES.clone(), self.granted.clone());
+        }
+        if let Some(accepted) = &self.accepted {
+            if !headers.contains_key(&X_ACCEPTED_OAUTH_SCOPES) {
+                headers.insert(X_ACCEPTED_OAUTH_SCOPES.clone(), accepted.clone());
+            }
+        }
+    }
+}
+
+/// `a, b, c`, as GitHub writes scope lists.
+fn scope_list(scopes: impl Iterator<Item = Scope>) -> HeaderValue {
+    let list: Vec<&str> = scopes.map(Scope::as_str).collect();
+    // Scope tokens are visible ASCII (RFC 6749 §3.3).
+    HeaderValue::from_str(&list.join(", ")).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 impl Rule {
@@ -67,6 +105,7 @@ impl Rule {
                     .into_iter()
                     .map(|scope| (scope, gate.render(Rejection::InsufficientScope(scope))))
                     .collect(),
+                accepted: scope_list(requirement.accepted().iter()),
                 requirement,
             }),
         }
@@ -106,8 +145,10 @@ impl Guard {
             Check::Rule(rule) => Ok(rule),
             Check::Policy(policy) => match policy.target(request.method(), request.uri().path()) {
                 Target::Protected(rule) => Ok(rule),
-                Target::Public => Err(Decision::Allow),
-                Target::Unmatched => Err(Decision::Deny(&self.gate.fixed().no_route)),
+                Target::Public => Err(Decision::Allow(None)),
+                Target::Unmatched => {
+                    Err(self.deny(request, &self.gate.fixed().no_route, None, None))
+                }
             },
         }
     }
@@ -122,19 +163,69 @@ impl Guard {
             Err(decision) => return decision,
         };
         if let Some(credential) = request.extensions().get::<Arc<Credential>>() {
-            return rule.check(credential).into();
+            let headers = self.scope_headers(rule, credential);
+            return match rule.check(credential) {
+                Ok(()) => Decision::Allow(headers),
+                Err(rejection) => self.deny(request, rejection, Some(credential), headers),
+            };
         }
         let fixed = self.gate.fixed();
         let hash = match bearer::token(request.headers()) {
             Ok(token) => TokenHash::of(token),
-            Err(NoToken::Missing) => return Decision::Deny(&fixed.missing),
-            Err(NoToken::Malformed(reason)) => return Decision::Deny(fixed.malformed(reason)),
+            Err(NoToken::Missing) => return self.deny(request, &fixed.missing, None, None),
+            Err(NoToken::Malformed(reason)) => {
+                return self.deny(request, fixed.malformed(reason), None, None)
+            }
         };
         match self.gate.cached(&hash) {
-            Some(Some(credential)) => admit(rule, request, credential).into(),
-            Some(None) => Decision::Deny(&fixed.invalid_token),
+            Some(Some(credential)) => self.admit(rule, request, credential),
+            Some(None) => self.deny(request, &fixed.invalid_token, None, None),
             None => Decision::Resolve(hash),
         }
+    }
+
+    /// The GitHub-style headers for `credential`, if the gate sends them.
+    fn scope_headers(&self, rule: &Rule, credential: &Credential) -> Option<Box<ScopeHeaders>> {
+        self.gate.scope_headers().then(|| {
+            Box::new(ScopeHeaders {
+                granted: scope_list(credential.scopes().iter()),
+                accepted: rule.scopes.as_ref().map(|r| r.accepted.clone()),
+            })
+        })
+    }
+
+    /// Checks a resolved credential; if allowed, puts it into the extensions.
+    fn admit<'a, B>(
+        &'a self,
+        rule: &'a Rule,
+        request: &mut Request<B>,
+        credential: Arc<Credential>,
+    ) -> Decision<'a> {
+        let headers = self.scope_headers(rule, &credential);
+        match rule.check(&credential) {
+            Ok(()) => {
+                request.extensions_mut().insert(credential);
+                Decision::Allow(headers)
+            }
+            Err(rejection) => self.deny(request, rejection, Some(&credential), headers),
+        }
+    }
+
+    /// A refusal, reported to `tracing` (with the `tracing` feature): the
+    /// rejection, the credential if known, what was required, and the route.
+    /// Never the token, nor its hash.
+    fn deny<'a, B>(
+        &'a self,
+        request: &Request<B>,
+        rejection: &'a ErrorResponse,
+        credential: Option<&Credential>,
+        headers: Option<Box<ScopeHeaders>>,
+    ) -> Decision<'a> {
+        #[cfg(feature = "tracing")]
+        trace_rejection(request, rejection.rejection(), credential);
+        #[cfg(not(feature = "tracing"))]
+        let _ = (request, credential);
+        Decision::Deny(rejection, headers)
     }
 
     /// The slow path's second half, once the store has answered.
@@ -142,16 +233,16 @@ impl Guard {
         &self,
         request: &mut Request<B>,
         resolved: Result<Option<Arc<Credential>>, StoreError>,
-    ) -> Result<(), &ErrorResponse> {
+    ) -> Decision<'_> {
         let fixed = self.gate.fixed();
         match resolved {
             Ok(Some(credential)) => match self.rule(request) {
-                Ok(rule) => admit(rule, request, credential),
+                Ok(rule) => self.admit(rule, request, credential),
                 // Only protected routes reach the store.
-                Err(_) => Err(&fixed.unavailable),
+                Err(_) => self.deny(request, &fixed.unavailable, None, None),
             },
-            Ok(None) => Err(&fixed.invalid_token),
-            Err(_) => Err(&fixed.unavailable),
+            Ok(None) => self.deny(request, &fixed.invalid_token, None, None),
+            Err(_) => self.deny(request, &fixed.unavailable, None, None),
         }
     }
 
@@ -166,22 +257,38 @@ impl Guard {
     }
 }
 
-fn admit<'a, B>(
-    rule: &'a Rule,
-    request: &mut Request<B>,
-    credential: Arc<Credential>,
-) -> Result<(), &'a ErrorResponse> {
-    rule.check(&credential)?;
-    request.extensions_mut().insert(credential);
-    Ok(())
-}
-
-impl<'a> From<Result<(), &'a ErrorResponse>> for Decision<'a> {
-    fn from(result: Result<(), &'a ErrorResponse>) -> Self {
-        match result {
-            Ok(()) => Decision::Allow,
-            Err(rejection) => Decision::Deny(rejection),
-        }
+#[cfg(feature = "tracing")]
+fn trace_rejection<B>(
+    request: &Request<B>,
+    rejection: &crate::error::Rejection,
+    credential: Option<&Credential>,
+) {
+    use crate::error::{Rejection, RejectionKind};
+    let required = match rejection {
+        Rejection::InsufficientScope(scope) => Some(scope.as_str()),
+        Rejection::MissingEntitlement(entitlement) => Some(&**entitlement),
+        _ => None,
+    };
+    macro_rules! event {
+        ($level:expr) => {
+            tracing::event!(
+                target: "scopegate",
+                $level,
+                rejection = rejection.kind().as_str(),
+                reason = %rejection,
+                credential_id = credential.map(Credential::id),
+                account_id = credential.map(Credential::account_id),
+                required,
+                method = %request.method(),
+                path = request.uri().path(),
+                "request refused"
+            )
+        };
+    }
+    match rejection.kind() {
+        RejectionKind::ServiceUnavailable => event!(tracing::Level::WARN),
+        RejectionKind::InsufficientScope | RejectionKind::Forbidden => event!(tracing::Level::INFO),
+        _ => event!(tracing::Level::DEBUG),
     }
 }
 

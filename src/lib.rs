@@ -79,6 +79,7 @@
 //! - [`gate`]: the shared handle layers are built from.
 //! - [`layer`] and [`service`]: the middleware.
 //! - [`policy`]: route policy tables for hyper, tonic, or one axum table.
+//! - [`metadata`]: RFC 9728 protected-resource metadata.
 //! - [`error`]: rejections, messages and the error contract.
 //! - [`body`]: the layers' response body.
 
@@ -100,6 +101,7 @@ pub mod error;
 pub mod gate;
 mod guard;
 pub mod layer;
+pub mod metadata;
 pub mod policy;
 pub mod scope;
 pub mod service;
@@ -107,9 +109,10 @@ pub mod store;
 
 pub use body::ResponseBody;
 pub use credential::{Credential, CredentialKind, InvalidTokenHash, TokenHash};
-pub use error::{Malformed, Messages, Rejection, RejectionKind, API_ACCESS};
+pub use error::{Malformed, Messages, Rejection, RejectionKind, RenderRejection, API_ACCESS};
 pub use gate::{ConfigError, Gate, GateBuilder};
 pub use layer::{EntitlementLayer, PolicyLayer, ScopeLayer};
+pub use metadata::ProtectedResourceMetadata;
 pub use policy::RoutePolicy;
 pub use scope::{Requirement, Scope, ScopeError, ScopeSet};
 pub use service::{Guarded, ResponseFuture};

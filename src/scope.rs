@@ -445,6 +445,21 @@ impl CompiledRequirement {
         }
     }
 
+    /// Every scope that satisfies some part of the requirement, implied
+    /// ones included: what `X-Accepted-OAuth-Scopes` lists.
+    pub(crate) fn accepted(&self) -> ScopeSet {
+        match self {
+            CompiledRequirement::All(items) => {
+                let mut all = ScopeSet::new();
+                for (_, acceptors) in items.iter() {
+                    all.union_with(acceptors);
+                }
+                all
+            }
+            CompiledRequirement::Any { acceptors, .. } => acceptors.clone(),
+        }
+    }
+
     /// Every scope a rejection may name.
     pub(crate) fn named(&self) -> Vec<Scope> {
         match self {

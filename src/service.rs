@@ -46,7 +46,7 @@ use tower_service::Service;
 use crate::body::ResponseBody;
 use crate::error::{is_grpc, ErrorResponse};
 use crate::gate::Lookup;
-use crate::guard::{Decision, Guard};
+use crate::guard::{Decision, Guard, ScopeHeaders};
 
 /// A service behind a [`ScopeLayer`](crate::ScopeLayer) or an
 /// [`EntitlementLayer`](crate::EntitlementLayer).
@@ -104,12 +104,14 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let state = match self.guard.decide(&mut request) {
             // Decided at once: `self.inner` was just driven to readiness, call it.
-            Decision::Allow => State::Inner {
+            Decision::Allow(headers) => State::Inner {
                 future: self.inner.call(request),
+                headers,
             },
-            Decision::Deny(rejection) => State::Rejected {
+            Decision::Deny(rejection, headers) => State::Rejected {
                 rejection: rejection.clone(),
                 grpc: is_grpc(request.headers()),
+                headers,
             },
             Decision::Resolve(hash) => {
                 // The inner service is called after the lookup, so take the
@@ -149,8 +151,8 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Inner { #[pin] future: S::Future },
-        Rejected { rejection: ErrorResponse, grpc: bool },
+        Inner { #[pin] future: S::Future, headers: Option<Box<ScopeHeaders>> },
+        Rejected { rejection: ErrorResponse, grpc: bool, headers: Option<Box<ScopeHeaders>> },
         Resolving { lookup: Lookup, guard: Arc<Guard>, pending: Option<(Request<ReqBody>, S)> },
     }
 }
@@ -164,13 +166,23 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
             let next = match self.as_mut().project().state.project() {
-                StateProj::Inner { future } => {
-                    return future
-                        .poll(cx)
-                        .map_ok(|response| response.map(ResponseBody::new));
+                StateProj::Inner { future, headers } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(headers) = headers {
+                        headers.apply(response.headers_mut());
+                    }
+                    return Poll::Ready(Ok(response.map(ResponseBody::new)));
                 }
-                StateProj::Rejected { rejection, grpc } => {
-                    return Poll::Ready(Ok(rejection.to_response(*grpc)));
+                StateProj::Rejected {
+                    rejection,
+                    grpc,
+                    headers,
+                } => {
+                    let mut response = rejection.to_response(*grpc);
+                    if let Some(headers) = headers {
+                        headers.apply(response.headers_mut());
+                    }
+                    return Poll::Ready(Ok(response));
                 }
                 StateProj::Resolving {
                     lookup,
@@ -184,12 +196,20 @@ where
                         return Poll::Ready(Ok(guard.unavailable().to_response(false)));
                     };
                     match guard.decide_resolved(&mut request, resolved) {
-                        Ok(()) => State::Inner {
+                        Decision::Allow(headers) => State::Inner {
                             future: service.call(request),
+                            headers,
                         },
-                        Err(rejection) => State::Rejected {
+                        Decision::Deny(rejection, headers) => State::Rejected {
                             rejection: rejection.clone(),
                             grpc: is_grpc(request.headers()),
+                            headers,
+                        },
+                        // The store has answered: nothing is left to resolve.
+                        Decision::Resolve(_) => State::Rejected {
+                            rejection: guard.unavailable().clone(),
+                            grpc: is_grpc(request.headers()),
+                            headers: None,
                         },
                     }
                 }

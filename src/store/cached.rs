@@ -331,12 +331,33 @@ impl<S: CredentialStore> CachedStore<S> {
 
 impl<S: CredentialStore> Shared<S> {
     async fn fetch(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
-        match self.store_timeout {
+        #[cfg(feature = "tracing")]
+        let started = Instant::now();
+        let result = match self.store_timeout {
             Some(limit) => tokio::time::timeout(limit, self.store.resolve(hash))
                 .await
                 .unwrap_or_else(|_| Err(StoreError::timeout())),
             None => self.store.resolve(hash).await,
+        };
+        #[cfg(feature = "tracing")]
+        {
+            let outcome = match &result {
+                Ok(Some(_)) => "found",
+                Ok(None) => "not_found",
+                Err(e) if e.is_timeout() => "timeout",
+                Err(_) => "error",
+            };
+            let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            match &result {
+                Err(error) => {
+                    tracing::warn!(target: "scopegate::store", ?hash, outcome, latency_us, %error, "store call failed")
+                }
+                Ok(_) => {
+                    tracing::debug!(target: "scopegate::store", ?hash, outcome, latency_us, "store call")
+                }
+            }
         }
+        result
     }
 }
 
