@@ -80,6 +80,36 @@ fn hot_path(c: &mut Criterion) {
     );
     serve!("stacked_hit", stacked("contacts:read"), Some(&all));
 
+    // A route policy table in place of the two layers: matching must not
+    // grow with the table. The requested route is the table's last.
+    for routes in [10usize, 200] {
+        let mut policy = scopegate::RoutePolicy::new().require_entitlement("api-access");
+        for i in 0..routes - 1 {
+            policy = policy.scope(
+                http::Method::GET,
+                &format!("/api/v1/resource{i}/{{id}}"),
+                "contacts:write",
+            );
+        }
+        let policy = policy
+            .scope(http::Method::GET, "/api/v1/contacts", "contacts:read")
+            .build(&gate)
+            .expect("policy");
+        let name = if routes == 10 {
+            "policy_hit_10_routes"
+        } else {
+            "policy_hit_200_routes"
+        };
+        let mut service = policy.layer(bare());
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || request(Some(&all)),
+                |req| call(&rt, &mut service, req),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+
     // A miss on every request: no caching (time_to_live 0), MemoryStore behind.
     let uncached = Gate::new(
         CachedStore::builder(keys.clone())

@@ -43,7 +43,8 @@ def main() -> None:
     print("### Hot path (`cargo bench --bench hot_path`)\n")
     print("| benchmark | median | over bare | over bare ÷ floor |")
     print("|---|---:|---:|---:|")
-    for name in ["bare", "entitlement_hit", "scope_hit", "stacked_hit", "stacked_miss_memory_store",
+    for name in ["bare", "entitlement_hit", "scope_hit", "stacked_hit", "policy_hit_10_routes",
+                 "policy_hit_200_routes", "stacked_miss_memory_store",
                  "reject_401_missing", "reject_401_unknown", "reject_403_scope", "reject_403_entitlement",
                  "peer_tower_http_bearer", "peer_jwt_hs256_verify", "peer_jwt_rs256_verify"]:
         value = h(name)

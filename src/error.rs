@@ -444,8 +444,12 @@ impl Render {
 }
 
 /// A rejection rendered once, at build time, and cloned into each response.
+/// Cloning it is a reference-count increment.
 #[derive(Clone, Debug)]
-pub(crate) struct ErrorResponse {
+pub(crate) struct ErrorResponse(Arc<Prerendered>);
+
+#[derive(Debug)]
+struct Prerendered {
     rejection: Rejection,
     http: Rendered,
     grpc: Rendered,
@@ -512,11 +516,11 @@ impl ErrorResponse {
         };
         let http = custom(false).unwrap_or_else(|| default_http(&rejection, &message, render));
         let grpc = custom(true).unwrap_or_else(|| default_grpc(&rejection, &message));
-        ErrorResponse {
+        ErrorResponse(Arc::new(Prerendered {
             rejection,
             http,
             grpc,
-        }
+        }))
     }
 
     /// The error responses of every rejection that does not depend on a route.
@@ -534,7 +538,7 @@ impl ErrorResponse {
     /// The response: JSON for HTTP clients; for gRPC clients a trailers-only
     /// response (HTTP 200, `grpc-status`, `grpc-message`, no body).
     pub(crate) fn to_response<B>(&self, grpc: bool) -> Response<ResponseBody<B>> {
-        let rendered = if grpc { &self.grpc } else { &self.http };
+        let rendered = if grpc { &self.0.grpc } else { &self.0.http };
         let body = match rendered.body.is_empty() {
             true => ResponseBody::empty(),
             false => ResponseBody::error(rendered.body.clone()),
@@ -542,13 +546,13 @@ impl ErrorResponse {
         let mut response = Response::new(body);
         *response.status_mut() = rendered.status;
         *response.headers_mut() = rendered.headers.clone();
-        response.extensions_mut().insert(self.rejection.clone());
+        response.extensions_mut().insert(self.0.rejection.clone());
         response
     }
 
     #[cfg(feature = "tracing")]
     pub(crate) fn rejection(&self) -> &Rejection {
-        &self.rejection
+        &self.0.rejection
     }
 }
 
@@ -756,7 +760,7 @@ mod tests {
             &with_messages(&messages),
         );
         assert_eq!(
-            r.http.body,
+            r.0.http.body,
             r#"{"error":{"type":"invalid_request","message":"Say \"Bearer\""}}"#
         );
         let r = ErrorResponse::new(
@@ -764,7 +768,7 @@ mod tests {
             &with_messages(&messages),
         );
         assert_eq!(
-            r.http.body,
+            r.0.http.body,
             r#"{"error":{"type":"forbidden","message":"no api-access"}}"#
         );
         // A later fixed text replaces a renderer, and the other way round.
@@ -828,12 +832,12 @@ mod tests {
         let messages = Messages::default().with(RejectionKind::InvalidToken, "100% wrong – sorry");
         let r = ErrorResponse::new(Rejection::InvalidToken, &with_messages(&messages));
         assert_eq!(
-            r.grpc.headers["grpc-message"],
+            r.0.grpc.headers["grpc-message"],
             "100%25 wrong %E2%80%93 sorry"
         );
         let messages = Messages::default().with(RejectionKind::InvalidToken, "line\nbreak");
         let r = ErrorResponse::new(Rejection::InvalidToken, &with_messages(&messages));
-        assert_eq!(r.grpc.headers["grpc-message"], "line%0Abreak");
+        assert_eq!(r.0.grpc.headers["grpc-message"], "line%0Abreak");
     }
 
     #[test]
@@ -848,7 +852,7 @@ mod tests {
                 ..Render::default()
             };
             let r = ErrorResponse::new(Rejection::StoreUnavailable, &render);
-            assert_eq!(r.http.headers["retry-after"], want);
+            assert_eq!(r.0.http.headers["retry-after"], want);
         }
     }
 }

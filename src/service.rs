@@ -167,11 +167,12 @@ where
         loop {
             let next = match self.as_mut().project().state.project() {
                 StateProj::Inner { future, headers } => {
-                    let mut response = ready!(future.poll(cx))?;
-                    if let Some(headers) = headers {
-                        headers.apply(response.headers_mut());
-                    }
-                    return Poll::Ready(Ok(response.map(ResponseBody::new)));
+                    return future.poll(cx).map_ok(|mut response| {
+                        if let Some(headers) = headers {
+                            headers.apply(response.headers_mut());
+                        }
+                        response.map(ResponseBody::new)
+                    });
                 }
                 StateProj::Rejected {
                     rejection,
