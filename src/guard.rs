@@ -43,6 +43,9 @@ struct ScopeRule {
     requirement: CompiledRequirement,
     /// A rendered rejection for each scope the requirement can name.
     denied: Box<[(Scope, ErrorResponse)]>,
+    /// The rejection naming the requirement's first scope, should a missing
+    /// scope ever not be found in `denied`.
+    fallback: ErrorResponse,
     /// `X-Accepted-OAuth-Scopes`: the scopes the route accepts.
     accepted: HeaderValue,
 }
@@ -99,14 +102,23 @@ impl Rule {
                 let denied = gate.render(Rejection::MissingEntitlement(Arc::clone(&name)));
                 (name, denied)
             }),
-            scopes: requirement.map(|requirement| ScopeRule {
-                denied: requirement
-                    .named()
-                    .into_iter()
-                    .map(|scope| (scope, gate.render(Rejection::InsufficientScope(scope))))
-                    .collect(),
-                accepted: scope_list(requirement.accepted().iter()),
-                requirement,
+            scopes: requirement.map(|requirement| {
+                let named = requirement.named();
+                let denied: Box<[(Scope, ErrorResponse)]> = named
+                    .iter()
+                    .map(|&scope| (scope, gate.render(Rejection::InsufficientScope(scope))))
+                    .collect();
+                // A requirement names at least one scope.
+                let fallback = denied.first().map_or_else(
+                    || gate.fixed().unavailable.clone(),
+                    |(_, response)| response.clone(),
+                );
+                ScopeRule {
+                    denied,
+                    fallback,
+                    accepted: scope_list(requirement.accepted().iter()),
+                    requirement,
+                }
             }),
         }
     }
@@ -122,11 +134,10 @@ impl Rule {
         }
         if let Some(rule) = &self.scopes {
             if let Some(missing) = rule.requirement.missing(credential.scopes()) {
-                // `denied` holds every scope `missing` can name.
-                if let Some((_, response)) = rule.denied.iter().find(|(scope, _)| *scope == missing)
-                {
-                    return Err(response);
-                }
+                // `denied` holds every scope `missing` can name; whatever
+                // happens, a missing scope is a refusal (fail closed).
+                let denied = rule.denied.iter().find(|(scope, _)| *scope == missing);
+                return Err(denied.map_or(&rule.fallback, |(_, response)| response));
             }
         }
         Ok(())

@@ -2,6 +2,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../../examples/demo/mod.rs"]
+mod demo;
+
 use std::convert::Infallible;
 use std::future::{ready, Future, Ready};
 use std::pin::pin;
@@ -11,22 +14,13 @@ use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
-use scopegate::{CachedStore, Credential, CredentialKind, MemoryStore, ScopeSet};
+use scopegate::{CachedStore, Credential, MemoryStore};
 use tower::Service;
 
 pub type Req = Request<Full<Bytes>>;
 pub type Res = Response<Full<Bytes>>;
 
-pub const SCOPES: [&str; 8] = [
-    "contacts:read",
-    "contacts:write",
-    "organisations:read",
-    "organisations:write",
-    "enrollments:read",
-    "enrollments:write",
-    "guides:read",
-    "webhooks:manage",
-];
+pub use demo::SCOPES;
 
 /// A 40-byte token, like the API's.
 pub const TOKEN: &str = "ohk_bench_0123456789abcdef0123456789abcd";
@@ -51,12 +45,10 @@ pub fn bearer(token: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("Bearer {token}")).expect("header")
 }
 
-/// A credential with `scopes` and, if `api_access`, the `api-access` entitlement.
+/// A credential of the bench workspace with `scopes`, and `api-access` if
+/// `api_access`.
 pub fn credential(id: &str, scopes: &[impl AsRef<str>], api_access: bool) -> Credential {
-    let entitlements: &[&str] = if api_access { &["api-access"] } else { &[] };
-    Credential::new(id, "ws_bench", CredentialKind::ApiKey)
-        .with_scopes(ScopeSet::parse(scopes).expect("scopes"))
-        .with_entitlements(entitlements.iter().copied())
+    demo::credential(id, "ws_bench", scopes, api_access)
 }
 
 /// Polls `service` ready, calls it, and drives the future: once with a no-op
