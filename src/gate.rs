@@ -81,6 +81,7 @@ struct GateInner {
     implications: Implications,
     render: Render,
     scope_headers: bool,
+    token_filter: Option<fn(&[u8]) -> bool>,
     fixed: FixedResponses,
 }
 
@@ -148,6 +149,12 @@ impl Gate {
         self.inner.scope_headers
     }
 
+    /// Whether `token` may be looked up at all.
+    #[inline]
+    pub(crate) fn admits_token(&self, token: &[u8]) -> bool {
+        self.inner.token_filter.is_none_or(|filter| filter(token))
+    }
+
     pub(crate) fn fixed(&self) -> &FixedResponses {
         &self.inner.fixed
     }
@@ -187,6 +194,7 @@ pub struct GateBuilder {
     implications: Vec<(String, String)>,
     render: Render,
     scope_headers: bool,
+    token_filter: Option<fn(&[u8]) -> bool>,
 }
 
 impl GateBuilder {
@@ -196,7 +204,18 @@ impl GateBuilder {
             implications: Vec::new(),
             render: Render::default(),
             scope_headers: false,
+            token_filter: None,
         }
+    }
+
+    /// Refuses tokens for which `filter` returns `false` with 401
+    /// `invalid_token`, before any cache or store lookup: a flood of made-up
+    /// keys then costs neither. [`ApiKey::filter`](crate::ApiKey::filter)
+    /// checks the `ohk_` format and its checksum and lets other formats
+    /// through.
+    pub fn token_filter(mut self, filter: fn(&[u8]) -> bool) -> Self {
+        self.token_filter = Some(filter);
+        self
     }
 
     /// Makes `granted` satisfy requirements for `implied` too (transitively).
@@ -293,6 +312,7 @@ impl GateBuilder {
             implications,
             render: self.render,
             scope_headers: self.scope_headers,
+            token_filter: self.token_filter,
         }
     }
 }

@@ -182,6 +182,9 @@ impl Guard {
         }
         let fixed = self.gate.fixed();
         let hash = match bearer::token(request.headers()) {
+            Ok(token) if !self.gate.admits_token(token) => {
+                return self.deny(request, &fixed.invalid_token, None, None)
+            }
             Ok(token) => TokenHash::of(token),
             Err(NoToken::Missing) => return self.deny(request, &fixed.missing, None, None),
             Err(NoToken::Malformed(reason)) => {

@@ -80,6 +80,8 @@
 //! - [`layer`] and [`service`]: the middleware.
 //! - [`policy`]: route policy tables for hyper, tonic, or one axum table.
 //! - [`metadata`]: RFC 9728 protected-resource metadata.
+//! - [`key`]: the `ohk_` API-key format.
+//! - [`store::postgres`] (feature `postgres`): keys, accounts and plans in PostgreSQL.
 //! - [`error`]: rejections, messages and the error contract.
 //! - [`body`]: the layers' response body.
 
@@ -100,6 +102,7 @@ pub mod credential;
 pub mod error;
 pub mod gate;
 mod guard;
+pub mod key;
 pub mod layer;
 pub mod metadata;
 pub mod policy;
@@ -111,11 +114,14 @@ pub use body::ResponseBody;
 pub use credential::{Credential, CredentialKind, InvalidTokenHash, TokenHash};
 pub use error::{Malformed, Messages, Rejection, RejectionKind, RenderRejection, API_ACCESS};
 pub use gate::{ConfigError, Gate, GateBuilder};
+pub use key::ApiKey;
 pub use layer::{EntitlementLayer, PolicyLayer, ScopeLayer};
 pub use metadata::ProtectedResourceMetadata;
 pub use policy::RoutePolicy;
 pub use scope::{Requirement, Scope, ScopeError, ScopeSet};
 pub use service::{Guarded, ResponseFuture};
+#[cfg(feature = "postgres")]
+pub use store::postgres::{ApiKeyRecord, NewKey, PgCredentialStore, PgStoreError};
 pub use store::{
     BoxError, CacheStats, CachedStore, CachedStoreBuilder, CredentialStore, LoadError, MemoryStore,
     StoreError,

@@ -49,6 +49,8 @@ use crate::credential::{Credential, TokenHash};
 
 mod cached;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 
 pub use cached::{CacheStats, CachedStore, CachedStoreBuilder};
 pub use memory::{LoadError, MemoryStore};

@@ -1,0 +1,287 @@
+//! `PgCredentialStore` against a real PostgreSQL.
+//!
+//! Each test makes its own database on the server `DATABASE_URL` points at
+//! (CI: 127.0.0.1:5432, user postgres). Without `DATABASE_URL` the tests
+//! print why and pass without running; with `CI` set they fail instead.
+#![cfg(feature = "postgres")]
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime};
+
+use scopegate::{
+    ApiKey, CachedStore, CredentialStore, Gate, PgCredentialStore, PgStoreError, TokenHash,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+/// A database of its own for one test; dropped by [`TestDb::drop_db`].
+struct TestDb {
+    admin: PgConnectOptions,
+    name: String,
+    pool: PgPool,
+}
+
+async fn test_db() -> Option<TestDb> {
+    let Ok(url) = std::env::var("DATABASE_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "DATABASE_URL is not set: CI must provide PostgreSQL (see .ci/run)"
+        );
+        eprintln!("skipping: set DATABASE_URL (e.g. postgres://postgres@127.0.0.1:5432/postgres) to run the PostgreSQL tests");
+        return None;
+    };
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "scopegate_test_{}_{}_{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+            % 1_000_000_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = PgConnectOptions::from_str(&url).expect("DATABASE_URL");
+    let mut conn = admin
+        .connect()
+        .await
+        .expect("PostgreSQL at DATABASE_URL must be reachable");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(admin.clone().database(&name))
+        .await
+        .unwrap();
+    Some(TestDb { admin, name, pool })
+}
+
+impl TestDb {
+    async fn drop_db(self) {
+        self.pool.close().await;
+        let mut conn = self.admin.connect().await.unwrap();
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+}
+
+async fn store(db: &TestDb) -> PgCredentialStore {
+    let store = PgCredentialStore::new(db.pool.clone());
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap(); // idempotent
+    store.set_plan("pro", &["api-access", "sso"]).await.unwrap();
+    store.set_plan("free", &[]).await.unwrap();
+    store.upsert_account("ws_acme", "pro").await.unwrap();
+    store
+}
+
+#[tokio::test]
+async fn keys_resolve_with_their_scopes_and_plan_until_revoked() {
+    let Some(db) = test_db().await else { return };
+    let store = store(&db).await;
+
+    let key = store
+        .create_key(
+            "ws_acme",
+            "CRM sync",
+            &["contacts:read", "guides:read"],
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        ApiKey::is_well_formed(key.token.as_bytes()),
+        "{}",
+        key.token
+    );
+    assert!(
+        !format!("{key:?}").contains(&key.token),
+        "Debug redacts the token"
+    );
+    assert_eq!(key.record.name, "CRM sync");
+    assert_eq!(key.record.scopes, ["contacts:read", "guides:read"]);
+    assert!(key.record.created_at <= SystemTime::now() + Duration::from_secs(5));
+    assert_eq!((key.record.revoked_at, key.record.expires_at), (None, None));
+
+    let hash = TokenHash::of(&key.token);
+    let credential = store.resolve(&hash).await.unwrap().unwrap();
+    assert_eq!(credential.id(), key.record.id);
+    assert_eq!(credential.account_id(), "ws_acme");
+    assert_eq!(
+        format!("{:?}", credential.scopes()),
+        r#"{"contacts:read", "guides:read"}"#
+    );
+    assert_eq!(
+        credential.entitlements().collect::<Vec<_>>(),
+        ["api-access", "sso"]
+    );
+    assert!(store
+        .resolve(&TokenHash::of("ohk_unknown"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // Scope changes and plan changes show on the next resolve.
+    assert!(store
+        .set_scopes(&key.record.id, &["webhooks:manage"])
+        .await
+        .unwrap());
+    store.upsert_account("ws_acme", "free").await.unwrap();
+    let credential = store.resolve(&hash).await.unwrap().unwrap();
+    assert_eq!(
+        format!("{:?}", credential.scopes()),
+        r#"{"webhooks:manage"}"#
+    );
+    assert_eq!(credential.entitlements().count(), 0);
+
+    assert!(store.revoke_key(&key.record.id).await.unwrap());
+    assert!(
+        !store.revoke_key(&key.record.id).await.unwrap(),
+        "already revoked"
+    );
+    assert!(store.resolve(&hash).await.unwrap().is_none());
+    let listed = store.list_keys("ws_acme").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].revoked_at.is_some());
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn no_raw_token_is_ever_written() {
+    let Some(db) = test_db().await else { return };
+    let store = store(&db).await;
+    let key = store
+        .create_key("ws_acme", "k", &["contacts:read"], None)
+        .await
+        .unwrap();
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM scopegate_api_keys k WHERE k::TEXT LIKE '%' || $1 || '%' OR k::TEXT LIKE '%' || $2 || '%'",
+    )
+    .bind(&key.token)
+    .bind(&key.token[4..])
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 0);
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT token_sha256 FROM scopegate_api_keys")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, TokenHash::of(&key.token).as_bytes());
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn expired_keys_and_bad_input() {
+    let Some(db) = test_db().await else { return };
+    let store = store(&db).await;
+    let past = store
+        .create_key(
+            "ws_acme",
+            "old",
+            &["contacts:read"],
+            Some(SystemTime::now() - Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .resolve(&TokenHash::of(&past.token))
+        .await
+        .unwrap()
+        .is_none());
+    let soon = SystemTime::now() + Duration::from_secs(3600);
+    let later = store
+        .create_key("ws_acme", "new", &["contacts:read"], Some(soon))
+        .await
+        .unwrap();
+    let credential = store
+        .resolve(&TokenHash::of(&later.token))
+        .await
+        .unwrap()
+        .unwrap();
+    let expiry = credential.expires_at().unwrap();
+    assert!(
+        expiry.duration_since(soon).unwrap_or_else(|e| e.duration()) < Duration::from_millis(2)
+    );
+
+    assert!(matches!(
+        store.create_key("ws_acme", "x", &["bad scope"], None).await,
+        Err(PgStoreError::Scope(_))
+    ));
+    assert!(matches!(
+        store
+            .create_key("ws_nobody", "x", &["contacts:read"], None)
+            .await,
+        Err(PgStoreError::Database(_))
+    ));
+    // Keys of another format can be imported by hash, idempotently.
+    let demo = TokenHash::of("ohk_demo_all_scopes");
+    assert!(store
+        .import_key("key_demo", "ws_acme", "demo", &demo, &["contacts:read"])
+        .await
+        .unwrap());
+    assert!(!store
+        .import_key("key_demo", "ws_acme", "demo", &demo, &["contacts:read"])
+        .await
+        .unwrap());
+    assert_eq!(
+        store.resolve(&demo).await.unwrap().unwrap().id(),
+        "key_demo"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn malformed_keys_are_refused_before_any_lookup() {
+    let Some(db) = test_db().await else { return };
+    let store = store(&db).await;
+    let key = store
+        .create_key("ws_acme", "k", &["contacts:read"], None)
+        .await
+        .unwrap();
+    let cache = CachedStore::new(store.clone());
+    let gate = Gate::builder(cache.clone())
+        .token_filter(ApiKey::filter)
+        .build()
+        .unwrap();
+
+    use tower::{Layer, ServiceExt};
+    let app = gate
+        .api_access()
+        .layer(tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                bytes::Bytes,
+            >::new()))
+        }));
+    let status = |token: String| {
+        let app = app.clone();
+        async move {
+            let request = http::Request::get("/")
+                .header("authorization", format!("Bearer {token}"))
+                .body(())
+                .unwrap();
+            app.oneshot(request).await.unwrap().status()
+        }
+    };
+    assert_eq!(status(key.token.clone()).await, 200);
+    let mut typo = key.token.clone().into_bytes();
+    typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
+    assert_eq!(status(String::from_utf8(typo).unwrap()).await, 401);
+    assert_eq!(status("ohk_demo_guess".into()).await, 401);
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.misses, stats.negative_hits),
+        (1, 0),
+        "only the good key reached the store"
+    );
+    db.drop_db().await;
+}
