@@ -121,7 +121,9 @@ pub use policy::RoutePolicy;
 pub use scope::{Requirement, Scope, ScopeError, ScopeSet};
 pub use service::{Guarded, ResponseFuture};
 #[cfg(feature = "postgres")]
-pub use store::postgres::{ApiKeyRecord, NewKey, PgCredentialStore, PgStoreError};
+pub use store::postgres::{
+    ApiKeyRecord, InvalidationListener, NewKey, PgCredentialStore, PgStoreError,
+};
 pub use store::{
     BoxError, CacheStats, CachedStore, CachedStoreBuilder, CredentialStore, LoadError, MemoryStore,
     StoreError,

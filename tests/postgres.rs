@@ -285,3 +285,173 @@ async fn malformed_keys_are_refused_before_any_lookup() {
     );
     db.drop_db().await;
 }
+
+/// One API instance: its own pool, cache, listener and layers.
+struct Instance {
+    cache: CachedStore<PgCredentialStore>,
+    listener: scopegate::InvalidationListener,
+    gate: Gate,
+}
+
+async fn instance(db: &TestDb, fallback: Duration) -> Instance {
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(db.admin.clone().database(&db.name))
+        .await
+        .unwrap();
+    // An hour of TTL: within the test, only push invalidation can revoke.
+    let cache = CachedStore::builder(PgCredentialStore::new(pool))
+        .time_to_live(Duration::from_secs(3600))
+        .build();
+    let listener = cache
+        .store()
+        .spawn_invalidation_listener(cache.clone(), fallback);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !listener.is_connected() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listener did not connect"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let gate = Gate::new(cache.clone());
+    Instance {
+        cache,
+        listener,
+        gate,
+    }
+}
+
+impl Instance {
+    /// GET through `api-access` + `contacts:read`, as the example API does.
+    async fn status(&self, token: &str) -> u16 {
+        use tower::{ServiceBuilder, ServiceExt};
+        let app = ServiceBuilder::new()
+            .layer(self.gate.api_access())
+            .layer(self.gate.require_scope("contacts:read").unwrap())
+            .service(tower::service_fn(|_: http::Request<()>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
+                    bytes::Bytes,
+                >::new()))
+            }));
+        let request = http::Request::get("/api/v1/contacts")
+            .header("authorization", format!("Bearer {token}"))
+            .body(())
+            .unwrap();
+        app.oneshot(request).await.unwrap().status().as_u16()
+    }
+
+    /// Polls until `token` gets `want`, and returns how long that took.
+    async fn becomes(&self, token: &str, want: u16, within: Duration) -> Duration {
+        let start = tokio::time::Instant::now();
+        loop {
+            let got = self.status(token).await;
+            if got == want {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "still {got} after {within:?}, want {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_instance_reaches_the_other_within_a_second() {
+    let Some(db) = test_db().await else { return };
+    let admin = store(&db).await;
+    let (a, b) = (
+        instance(&db, Duration::from_secs(1)).await,
+        instance(&db, Duration::from_secs(1)).await,
+    );
+
+    // Created through A's store, used on B: B's cache now holds it.
+    let key = a
+        .cache
+        .store()
+        .create_key("ws_acme", "k", &["contacts:read"], None)
+        .await
+        .unwrap();
+    assert_eq!(b.status(&key.token).await, 200);
+    assert_eq!(b.status(&key.token).await, 200);
+    assert_eq!(b.cache.stats().hits, 1, "served from B's cache");
+
+    assert!(a.cache.store().revoke_key(&key.record.id).await.unwrap());
+    let took = b.becomes(&key.token, 401, Duration::from_secs(1)).await;
+    eprintln!("revocation reached instance B in {took:?}");
+
+    // A plan downgrade: api-access gone everywhere, within the same bound.
+    let other = admin
+        .create_key("ws_acme", "k2", &["contacts:read"], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.status(&other.token).await, b.status(&other.token).await),
+        (200, 200)
+    );
+    admin.upsert_account("ws_acme", "free").await.unwrap();
+    let took_a = a.becomes(&other.token, 403, Duration::from_secs(1)).await;
+    let took_b = b.becomes(&other.token, 403, Duration::from_secs(1)).await;
+    eprintln!("plan downgrade reached A in {took_a:?}, B in {took_b:?}");
+
+    // Changing the plan's entitlements reaches accounts on it, too.
+    admin.set_plan("free", &["api-access"]).await.unwrap();
+    b.becomes(&other.token, 200, Duration::from_secs(1)).await;
+    assert!(b.listener.applied() >= 3);
+    drop((a, b));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_killed_listener_never_lets_a_revoked_key_through_past_the_fallback() {
+    let Some(db) = test_db().await else { return };
+    let admin = store(&db).await;
+    let fallback = Duration::from_millis(300);
+    let b = instance(&db, fallback).await;
+    let key = admin
+        .create_key("ws_acme", "k", &["contacts:read"], None)
+        .await
+        .unwrap();
+    assert_eq!(b.status(&key.token).await, 200);
+
+    // Kill the listener's connection, then revoke while it cannot hear.
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE application_name = 'scopegate-listener' AND datname = current_database()",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1);
+    assert!(admin.revoke_key(&key.record.id).await.unwrap());
+
+    // The documented bound without push: the fallback interval (plus the time
+    // to notice the dropped connection and one store round trip).
+    let took = b.becomes(&key.token, 401, fallback * 3).await;
+    eprintln!("revoked key refused {took:?} after the listener was killed");
+    // Once refused, it stays refused: no stale entry comes back.
+    for _ in 0..20 {
+        assert_eq!(b.status(&key.token).await, 401);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // And the listener comes back by itself.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !(b.listener.is_connected() && b.listener.connections() >= 2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "listener did not reconnect"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fresh = admin
+        .create_key("ws_acme", "k2", &["contacts:read"], None)
+        .await
+        .unwrap();
+    assert_eq!(b.status(&fresh.token).await, 200);
+    assert!(admin.revoke_key(&fresh.record.id).await.unwrap());
+    b.becomes(&fresh.token, 401, Duration::from_secs(1)).await;
+    drop(b);
+    db.drop_db().await;
+}
