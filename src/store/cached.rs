@@ -77,9 +77,13 @@ struct Shared<S> {
     positive: Cache<TokenHash, Arc<Credential>, DigestHasher>,
     negative: Cache<TokenHash, ()>,
     store_timeout: Option<Duration>,
-    /// Bumped before every invalidation; a store call that straddles a bump
-    /// drops what it cached, so it cannot resurrect a revoked credential.
-    epoch: AtomicU64,
+    /// Bumped before every invalidation of found credentials; a store call
+    /// that straddles a bump drops what it cached, so it cannot resurrect a
+    /// revoked credential.
+    found_epoch: AtomicU64,
+    /// The same for "not found" answers, so that a store call cannot
+    /// re-cache "not found" for a key created meanwhile.
+    not_found_epoch: AtomicU64,
     counters: Counters,
 }
 
@@ -210,7 +214,7 @@ impl<S: CredentialStore> CachedStore<S> {
 
     async fn load(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, StoreError> {
         let shared = &*self.shared;
-        let epoch = shared.epoch.load(Ordering::SeqCst);
+        let epochs = shared.epochs();
         let called = AtomicBool::new(false);
         let result = shared
             .positive
@@ -234,15 +238,22 @@ impl<S: CredentialStore> CachedStore<S> {
                 }
             })
             .await;
-        let called = called.load(Ordering::Relaxed);
-        if !called {
+        if !called.load(Ordering::Relaxed) {
             Counters::bump(&shared.counters.coalesced);
-        } else if shared.epoch.load(Ordering::SeqCst) != epoch {
-            // An invalidation ran while the store was being read: what the
-            // store said may predate it. Serve it to this request, which began
-            // before the invalidation, but do not keep it.
-            shared.positive.invalidate(hash).await;
-            shared.negative.invalidate(hash).await;
+        } else {
+            // If an invalidation ran while the store was being read, what the
+            // store said may predate it: serve it to this request, which
+            // began before the invalidation, but do not keep it.
+            let (found, not_found) = shared.epochs();
+            match &result {
+                Ok(_) if found != epochs.0 => shared.positive.invalidate(hash).await,
+                Err(failure)
+                    if matches!(**failure, LoadFailure::NotFound) && not_found != epochs.1 =>
+                {
+                    shared.negative.invalidate(hash).await;
+                }
+                _ => {}
+            }
         }
         match result {
             Ok(credential) => Ok(Some(credential)),
@@ -256,8 +267,19 @@ impl<S: CredentialStore> CachedStore<S> {
     /// Drops whatever is cached for `hash`, found or not found.
     pub async fn invalidate(&self, hash: &TokenHash) {
         let shared = &*self.shared;
-        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        shared.found_epoch.fetch_add(1, Ordering::SeqCst);
+        shared.not_found_epoch.fetch_add(1, Ordering::SeqCst);
         shared.positive.invalidate(hash).await;
+        shared.negative.invalidate(hash).await;
+    }
+
+    /// Drops a cached "not found" for `hash`, and nothing else: a key with
+    /// this hash was just created somewhere, and a found entry is already
+    /// correct.
+    #[cfg(feature = "postgres")]
+    pub(crate) async fn invalidate_not_found(&self, hash: &TokenHash) {
+        let shared = &*self.shared;
+        shared.not_found_epoch.fetch_add(1, Ordering::SeqCst);
         shared.negative.invalidate(hash).await;
     }
 
@@ -277,14 +299,15 @@ impl<S: CredentialStore> CachedStore<S> {
     /// Drops everything.
     pub fn invalidate_all(&self) {
         let shared = &*self.shared;
-        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        shared.found_epoch.fetch_add(1, Ordering::SeqCst);
+        shared.not_found_epoch.fetch_add(1, Ordering::SeqCst);
         shared.positive.invalidate_all();
         shared.negative.invalidate_all();
     }
 
     fn invalidate_if(&self, predicate: impl Fn(&Credential) -> bool + Send + Sync + 'static) {
         let shared = &*self.shared;
-        shared.epoch.fetch_add(1, Ordering::SeqCst);
+        shared.found_epoch.fetch_add(1, Ordering::SeqCst);
         // moka guarantees that no read returns an entry the predicate matches,
         // from now on. It can only refuse if closures were not enabled at
         // build time, which `build` always does; dropping everything is the
@@ -330,6 +353,13 @@ impl<S: CredentialStore> CachedStore<S> {
 }
 
 impl<S: CredentialStore> Shared<S> {
+    fn epochs(&self) -> (u64, u64) {
+        (
+            self.found_epoch.load(Ordering::SeqCst),
+            self.not_found_epoch.load(Ordering::SeqCst),
+        )
+    }
+
     async fn fetch(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
         #[cfg(feature = "tracing")]
         let started = Instant::now();
@@ -460,7 +490,8 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
                 positive,
                 negative,
                 store_timeout: self.store_timeout,
-                epoch: AtomicU64::new(0),
+                found_epoch: AtomicU64::new(0),
+                not_found_epoch: AtomicU64::new(0),
                 counters: Counters::default(),
             }),
         }

@@ -509,7 +509,7 @@ async fn apply<S: CredentialStore>(cache: &CachedStore<S>, payload: &str) {
         Some(("credential", id)) => cache.invalidate_credential(id),
         Some(("account", id)) => cache.invalidate_account(id),
         Some(("hash", hex)) => match TokenHash::from_hex(hex) {
-            Ok(hash) => cache.invalidate(&hash).await,
+            Ok(hash) => cache.invalidate_not_found(&hash).await,
             Err(_) => cache.invalidate_all(),
         },
         // Unknown: be safe.
