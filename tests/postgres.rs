@@ -5,6 +5,14 @@
 //! print why and pass without running; with `CI` set they fail instead.
 #![cfg(feature = "postgres")]
 
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/onboardinghub/app.rs"]
+mod app;
+#[path = "../examples/demo/mod.rs"]
+mod demo;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
@@ -453,5 +461,106 @@ async fn a_killed_listener_never_lets_a_revoked_key_through_past_the_fallback() 
     assert!(admin.revoke_key(&fresh.record.id).await.unwrap());
     b.becomes(&fresh.token, 401, Duration::from_secs(1)).await;
     drop(b);
+    db.drop_db().await;
+}
+
+/// Two example servers on one database: a key created through A's developer
+/// settings works on B; revoked through A, B refuses it within a second.
+#[tokio::test]
+async fn two_example_servers_share_keys_and_revocations() {
+    let Some(db) = test_db().await else { return };
+    let pool = || {
+        PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(db.admin.clone().database(&db.name))
+    };
+    // One after the other: the first runs the migrations and seeds.
+    let app_a = app::App::with_postgres("admin", pool().await.unwrap())
+        .await
+        .unwrap();
+    let a = common::serve(app_a.router().unwrap()).await;
+    let app_b = app::App::with_postgres("admin", pool().await.unwrap())
+        .await
+        .unwrap();
+    let b = common::serve(app_b.router().unwrap()).await;
+    let admin = [
+        ("authorization", "Bearer admin"),
+        ("content-type", "application/json"),
+    ];
+
+    assert_eq!(
+        b.get("/api/v1/contacts", "ohk_demo_all_scopes")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        b.get("/api/v1/contacts", "ohk_demo_no_api_access")
+            .await
+            .status,
+        403
+    );
+
+    let created = a
+        .send(
+            http::Method::POST,
+            "/developer/keys",
+            &admin,
+            r#"{"name":"CRM","scopes":["contacts:read"]}"#,
+        )
+        .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let key = created.json();
+    let (id, token) = (key["id"].as_str().unwrap(), key["token"].as_str().unwrap());
+    assert!(ApiKey::is_well_formed(token.as_bytes()));
+    for _ in 0..3 {
+        assert_eq!(b.get("/api/v1/contacts", token).await.status, 200);
+    }
+    let listed = b
+        .send(http::Method::GET, "/developer/keys", &admin, "")
+        .await;
+    assert!(listed.body.contains(id) && !listed.body.contains(token));
+
+    let revoked = a
+        .send(
+            http::Method::DELETE,
+            &format!("/developer/keys/{id}"),
+            &admin,
+            "",
+        )
+        .await;
+    assert_eq!(revoked.status, 204);
+    assert_eq!(
+        a.get("/api/v1/contacts", token).await.status,
+        401,
+        "at once on A"
+    );
+    let start = tokio::time::Instant::now();
+    loop {
+        let reply = b.get("/api/v1/contacts", token).await;
+        if reply.status == 401 {
+            break;
+        }
+        assert_eq!(reply.status, 200);
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "B still accepts the key after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    eprintln!(
+        "revocation through A's developer settings refused on B after {:?}",
+        start.elapsed()
+    );
+    let again = a
+        .send(
+            http::Method::DELETE,
+            &format!("/developer/keys/{id}"),
+            &admin,
+            "",
+        )
+        .await;
+    assert_eq!(again.status, 404);
+    drop((app_a, app_b));
     db.drop_db().await;
 }

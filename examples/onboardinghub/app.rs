@@ -14,18 +14,35 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use scopegate::{CachedStore, ConfigError, Gate, MemoryStore, ScopeLayer, TokenHash};
+#[cfg(feature = "postgres")]
+use scopegate::PgCredentialStore;
+use scopegate::{ApiKey, CachedStore, ConfigError, Gate, MemoryStore, ScopeLayer, TokenHash};
 use serde_json::{json, Map, Value};
 
 use crate::demo::{credential, DEMO_KEYS, SCOPES, WORKSPACE};
 
-/// The server's state: the key store, the gate's cache, and the data.
+/// The server's state: where keys live, and the admin token's hash.
 #[derive(Clone)]
 pub struct App {
-    keys: MemoryStore,
-    cache: CachedStore<MemoryStore>,
-    registry: Arc<Mutex<BTreeMap<String, KeyRecord>>>,
+    keys: Keys,
     admin: TokenHash,
+}
+
+/// Where API keys live: in memory (the default), or in PostgreSQL shared by
+/// every instance (with `DATABASE_URL` and the `postgres` feature).
+#[derive(Clone)]
+enum Keys {
+    Memory {
+        store: MemoryStore,
+        cache: CachedStore<MemoryStore>,
+        registry: Arc<Mutex<BTreeMap<String, KeyRecord>>>,
+    },
+    #[cfg(feature = "postgres")]
+    Postgres {
+        store: PgCredentialStore,
+        cache: CachedStore<PgCredentialStore>,
+        _listener: Arc<scopegate::InvalidationListener>,
+    },
 }
 
 /// What developer settings show of a key: never its token.
@@ -36,9 +53,10 @@ struct KeyRecord {
 }
 
 impl App {
-    /// The app with the demo keys; `admin_token` guards `/developer/keys`.
+    /// The app with the demo keys in memory; `admin_token` guards
+    /// `/developer/keys`.
     pub fn new(admin_token: &str) -> Self {
-        let keys = crate::demo::store();
+        let store = crate::demo::store();
         let registry = DEMO_KEYS
             .iter()
             .map(|demo| {
@@ -49,11 +67,69 @@ impl App {
                 (demo.id.to_owned(), record)
             })
             .collect();
-        App {
-            cache: CachedStore::new(keys.clone()),
-            keys,
+        let keys = Keys::Memory {
+            cache: CachedStore::new(store.clone()),
+            store,
             registry: Arc::new(Mutex::new(registry)),
+        };
+        App {
+            keys,
             admin: TokenHash::of(admin_token),
+        }
+    }
+
+    /// The app with its keys in PostgreSQL: runs the migrations, seeds the
+    /// demo plans, workspaces and keys unless present, and starts this
+    /// instance's invalidation listener.
+    #[cfg(feature = "postgres")]
+    pub async fn with_postgres(
+        admin_token: &str,
+        pool: sqlx::PgPool,
+    ) -> Result<Self, scopegate::PgStoreError> {
+        let store = PgCredentialStore::new(pool);
+        store.migrate().await?;
+        for (plan, entitlements) in [("pro", &["api-access"][..]), ("free", &[][..])] {
+            let created =
+                sqlx::query("INSERT INTO scopegate_plans (id) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(plan)
+                    .execute(store.pool())
+                    .await?;
+            if created.rows_affected() == 1 {
+                store.set_plan(plan, entitlements).await?;
+            }
+        }
+        for (account, plan) in [(WORKSPACE, "pro"), ("ws_free", "free")] {
+            sqlx::query("INSERT INTO scopegate_accounts (id, plan_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(account)
+                .bind(plan)
+                .execute(store.pool())
+                .await?;
+        }
+        for demo in DEMO_KEYS {
+            let hash = TokenHash::of(demo.token);
+            store
+                .import_key(demo.id, demo.workspace, demo.name, &hash, demo.scopes)
+                .await?;
+        }
+        let cache = CachedStore::new(store.clone());
+        let listener =
+            store.spawn_invalidation_listener(cache.clone(), std::time::Duration::from_secs(1));
+        let keys = Keys::Postgres {
+            store,
+            cache,
+            _listener: Arc::new(listener),
+        };
+        Ok(App {
+            keys,
+            admin: TokenHash::of(admin_token),
+        })
+    }
+
+    fn gate(&self) -> Gate {
+        match &self.keys {
+            Keys::Memory { cache, .. } => Gate::new(cache.clone()),
+            #[cfg(feature = "postgres")]
+            Keys::Postgres { cache, .. } => Gate::new(cache.clone()),
         }
     }
 
@@ -71,7 +147,7 @@ impl App {
     }
 
     fn build(&self, unprotected_twin: bool) -> Result<Router, ConfigError> {
-        let gate = Gate::new(self.cache.clone());
+        let gate = self.gate();
         let scope = |name: &str| gate.require_scope(name);
         let mut api = Router::new();
         let mut open = Router::new();
@@ -383,26 +459,10 @@ async fn create_key(State(app): State<App>, body: Bytes) -> Response {
         return invalid(format!("Unknown field '{other}'."));
     }
 
-    let (Ok(id), Ok(token)) = (random_hex::<8>(), random_hex::<16>()) else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "No key could be generated.",
-        );
+    let (id, token) = match app.keys.create(&name, &scopes).await {
+        Ok(created) => created,
+        Err(message) => return unavailable(message),
     };
-    let (id, token) = (format!("key_{id}"), format!("ohk_{token}"));
-    let hash = app
-        .keys
-        .insert_token(&token, credential(&id, WORKSPACE, &scopes, true));
-    // The hash may have been looked up (and found wanting) before it existed.
-    app.cache.invalidate(&hash).await;
-    app.registry().insert(
-        id.clone(),
-        KeyRecord {
-            name: name.clone(),
-            scopes: scopes.clone(),
-        },
-    );
     /// The create response, fields in the documented order. The token is
     /// shown here and never again.
     #[derive(serde::Serialize)]
@@ -424,43 +484,137 @@ async fn create_key(State(app): State<App>, body: Bytes) -> Response {
         .into_response()
 }
 
-async fn list_keys(State(app): State<App>) -> Json<Value> {
-    let keys: Vec<Value> = app
-        .registry()
-        .iter()
-        .map(|(id, key)| json!({"id": id, "name": key.name, "scopes": key.scopes}))
-        .collect();
-    Json(json!({ "data": keys }))
+async fn list_keys(State(app): State<App>) -> Response {
+    match app.keys.list().await {
+        Ok(keys) => {
+            let keys: Vec<Value> = keys
+                .into_iter()
+                .map(|(id, key)| json!({"id": id, "name": key.name, "scopes": key.scopes}))
+                .collect();
+            Json(json!({ "data": keys })).into_response()
+        }
+        Err(message) => unavailable(message),
+    }
 }
 
 async fn revoke_key(State(app): State<App>, Path(id): Path<String>) -> Response {
-    if app.registry().remove(&id).is_none() {
-        return error(
+    match app.keys.revoke(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("API key '{id}' was not found."),
-        );
+        ),
+        Err(message) => unavailable(message),
     }
-    // Revoke in the store first, then drop the cached copy: the very next
-    // request with this key misses the cache and finds nothing.
-    app.keys.revoke_credential(&id);
-    app.cache.invalidate_credential(&id);
-    StatusCode::NO_CONTENT.into_response()
+}
+
+fn unavailable(message: String) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service_unavailable",
+        message,
+    )
+}
+
+impl Keys {
+    /// Creates a key in the `ohk_` format; returns its id and token.
+    async fn create(&self, name: &str, scopes: &[String]) -> Result<(String, String), String> {
+        match self {
+            Keys::Memory {
+                store,
+                cache,
+                registry,
+            } => {
+                let token =
+                    ApiKey::generate().map_err(|e| format!("No key could be generated: {e}."))?;
+                let id = format!("key_{}", &TokenHash::of(&token).to_hex()[..16]);
+                let hash = store.insert_token(&token, credential(&id, WORKSPACE, scopes, true));
+                // The hash may have been looked up (and found wanting) before it existed.
+                cache.invalidate(&hash).await;
+                let record = KeyRecord {
+                    name: name.to_owned(),
+                    scopes: scopes.to_vec(),
+                };
+                lock(registry).insert(id.clone(), record);
+                Ok((id, token))
+            }
+            #[cfg(feature = "postgres")]
+            Keys::Postgres { store, .. } => {
+                let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+                let key = store
+                    .create_key(WORKSPACE, name, &scopes, None)
+                    .await
+                    .map_err(|e| format!("The key store is unavailable: {e}."))?;
+                Ok((key.record.id, key.token))
+            }
+        }
+    }
+
+    /// The workspace's live keys, by id.
+    async fn list(&self) -> Result<Vec<(String, KeyRecord)>, String> {
+        match self {
+            Keys::Memory { registry, .. } => Ok(lock(registry)
+                .iter()
+                .map(|(id, k)| (id.clone(), k.clone()))
+                .collect()),
+            #[cfg(feature = "postgres")]
+            Keys::Postgres { store, .. } => {
+                let keys = store
+                    .list_keys(WORKSPACE)
+                    .await
+                    .map_err(|e| format!("The key store is unavailable: {e}."))?;
+                Ok(keys
+                    .into_iter()
+                    .filter(|k| k.revoked_at.is_none())
+                    .map(|k| {
+                        (
+                            k.id,
+                            KeyRecord {
+                                name: k.name,
+                                scopes: k.scopes,
+                            },
+                        )
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Revokes a key: in the store first, then in this instance's cache, so
+    /// the very next request with it is refused. (Other instances hear of it
+    /// through the database's notifications.)
+    async fn revoke(&self, id: &str) -> Result<bool, String> {
+        match self {
+            Keys::Memory {
+                store,
+                cache,
+                registry,
+            } => {
+                if lock(registry).remove(id).is_none() {
+                    return Ok(false);
+                }
+                store.revoke_credential(id);
+                cache.invalidate_credential(id);
+                Ok(true)
+            }
+            #[cfg(feature = "postgres")]
+            Keys::Postgres { store, cache, .. } => {
+                let revoked = store
+                    .revoke_key(id)
+                    .await
+                    .map_err(|e| format!("The key store is unavailable: {e}."))?;
+                cache.invalidate_credential(id);
+                Ok(revoked)
+            }
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn invalid(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, "invalid_request", message)
-}
-
-impl App {
-    fn registry(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, KeyRecord>> {
-        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// `N` bytes from the OS generator, as hex: 16 bytes make a 128-bit token.
-fn random_hex<const N: usize>() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
