@@ -82,6 +82,7 @@ struct GateInner {
     render: Render,
     scope_headers: bool,
     token_filter: Option<fn(&[u8]) -> bool>,
+    usage: Option<Arc<dyn UsageRecorder>>,
     fixed: FixedResponses,
 }
 
@@ -149,6 +150,14 @@ impl Gate {
         self.inner.scope_headers
     }
 
+    /// Reports an admitted credential to the usage recorder, if any.
+    #[inline]
+    pub(crate) fn record_use(&self, credential: &Arc<Credential>) {
+        if let Some(usage) = &self.inner.usage {
+            usage.record(credential);
+        }
+    }
+
     /// Whether `token` may be looked up at all.
     #[inline]
     pub(crate) fn admits_token(&self, token: &[u8]) -> bool {
@@ -167,6 +176,14 @@ impl Gate {
     pub(crate) fn load(&self, hash: TokenHash) -> Lookup {
         Arc::clone(&self.inner.resolver).load(hash)
     }
+}
+
+/// Told of every request a credential is admitted for; see
+/// [`GateBuilder::usage_recorder`]. Runs on the request path: it must return
+/// at once (queue, don't write).
+pub trait UsageRecorder: Send + Sync + 'static {
+    /// `credential` was just admitted for a request.
+    fn record(&self, credential: &Arc<Credential>);
 }
 
 /// Checks an entitlement name: one or more visible ASCII characters.
@@ -195,6 +212,7 @@ pub struct GateBuilder {
     render: Render,
     scope_headers: bool,
     token_filter: Option<fn(&[u8]) -> bool>,
+    usage: Option<Arc<dyn UsageRecorder>>,
 }
 
 impl GateBuilder {
@@ -205,7 +223,19 @@ impl GateBuilder {
             render: Render::default(),
             scope_headers: false,
             token_filter: None,
+            usage: None,
         }
+    }
+
+    /// Tells `recorder` of every request a credential is admitted for (once
+    /// per request, by the layer that resolved it), for example to keep a
+    /// key's `last_used_at`. It runs on the request path, so it must not
+    /// block; [`PgCredentialStore::spawn_usage_recorder`] queues and batches.
+    ///
+    /// [`PgCredentialStore::spawn_usage_recorder`]: crate::store::postgres::PgCredentialStore::spawn_usage_recorder
+    pub fn usage_recorder(mut self, recorder: impl UsageRecorder) -> Self {
+        self.usage = Some(Arc::new(recorder));
+        self
     }
 
     /// Refuses tokens for which `filter` returns `false` with 401
@@ -313,6 +343,7 @@ impl GateBuilder {
             render: self.render,
             scope_headers: self.scope_headers,
             token_filter: self.token_filter,
+            usage: self.usage,
         }
     }
 }

@@ -218,6 +218,7 @@ impl Guard {
         let headers = self.scope_headers(rule, &credential);
         match rule.check(&credential) {
             Ok(()) => {
+                self.gate.record_use(&credential);
                 request.extensions_mut().insert(credential);
                 Decision::Allow(headers)
             }

@@ -113,7 +113,7 @@ pub mod store;
 pub use body::ResponseBody;
 pub use credential::{Credential, CredentialKind, InvalidTokenHash, TokenHash};
 pub use error::{Malformed, Messages, Rejection, RejectionKind, RenderRejection, API_ACCESS};
-pub use gate::{ConfigError, Gate, GateBuilder};
+pub use gate::{ConfigError, Gate, GateBuilder, UsageRecorder};
 pub use key::ApiKey;
 pub use layer::{EntitlementLayer, PolicyLayer, ScopeLayer};
 pub use metadata::ProtectedResourceMetadata;

@@ -564,3 +564,59 @@ async fn two_example_servers_share_keys_and_revocations() {
     drop((app_a, app_b));
     db.drop_db().await;
 }
+
+#[tokio::test]
+async fn last_used_at_is_recorded_off_the_request_path() {
+    let Some(db) = test_db().await else { return };
+    let store = store(&db).await;
+    let used = store
+        .create_key("ws_acme", "used", &["contacts:read"], None)
+        .await
+        .unwrap();
+    let idle = store
+        .create_key("ws_acme", "idle", &["contacts:read"], None)
+        .await
+        .unwrap();
+    let mut b = instance(&db, Duration::from_secs(1)).await;
+    let recorder = b
+        .cache
+        .store()
+        .spawn_usage_recorder(Duration::from_millis(50));
+    b.gate = Gate::builder(b.cache.clone())
+        .usage_recorder(recorder)
+        .build()
+        .unwrap();
+
+    let before = SystemTime::now() - Duration::from_secs(1);
+    for _ in 0..5 {
+        assert_eq!(b.status(&used.token).await, 200);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let last_used = loop {
+        let keys = store.list_keys("ws_acme").await.unwrap();
+        let key = keys.iter().find(|k| k.id == used.record.id).unwrap();
+        if let Some(at) = key.last_used_at {
+            break at;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last_used_at never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(last_used >= before);
+    let keys = store.list_keys("ws_acme").await.unwrap();
+    assert_eq!(
+        keys.iter()
+            .find(|k| k.id == idle.record.id)
+            .unwrap()
+            .last_used_at,
+        None
+    );
+    // Recording use sends no invalidation: the key stays cached.
+    let hits = b.cache.stats().hits;
+    assert_eq!(b.status(&used.token).await, 200);
+    assert_eq!(b.cache.stats().hits, hits + 1);
+    drop(b);
+    db.drop_db().await;
+}
