@@ -620,3 +620,195 @@ async fn last_used_at_is_recorded_off_the_request_path() {
     drop(b);
     db.drop_db().await;
 }
+
+/// 2 clients × 600 requests through both instances while keys are revoked
+/// one by one: no key is served 1 s after its revocation committed, and no
+/// request gets a 5xx.
+#[tokio::test]
+async fn under_load_revoked_keys_stop_everywhere_within_the_bound() {
+    let Some(db) = test_db().await else { return };
+    let admin = store(&db).await;
+    let (a, b) = (
+        instance(&db, Duration::from_secs(1)).await,
+        instance(&db, Duration::from_secs(1)).await,
+    );
+    let mut keys = Vec::new();
+    for i in 0..12 {
+        keys.push(
+            admin
+                .create_key("ws_acme", &format!("k{i}"), &["contacts:read"], None)
+                .await
+                .unwrap(),
+        );
+    }
+    let tokens: Vec<String> = keys.iter().map(|k| k.token.clone()).collect();
+    let revoked_at = std::sync::Mutex::new(vec![None::<tokio::time::Instant>; keys.len()]);
+    let bound = Duration::from_secs(1);
+
+    let revoker = async {
+        for (i, key) in keys.iter().enumerate().take(8) {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            assert!(admin.revoke_key(&key.record.id).await.unwrap());
+            revoked_at.lock().unwrap()[i] = Some(tokio::time::Instant::now());
+        }
+    };
+    let client = |offset: usize| {
+        let (a, b, tokens, revoked_at) = (&a, &b, &tokens, &revoked_at);
+        async move {
+            let mut seen = Vec::new();
+            for n in 0..600 {
+                let key = (n + offset) % tokens.len();
+                let instance = if (n + offset) % 2 == 0 { a } else { b };
+                let started = tokio::time::Instant::now();
+                let status = instance.status(&tokens[key]).await;
+                let revoked = revoked_at.lock().unwrap()[key];
+                seen.push((key, started, status, revoked));
+                tokio::task::yield_now().await;
+            }
+            seen
+        }
+    };
+    let ((), first, second) = tokio::join!(revoker, client(0), client(1));
+
+    let seen: Vec<_> = first.into_iter().chain(second).collect();
+    let server_errors = seen
+        .iter()
+        .filter(|(_, _, status, _)| *status >= 500)
+        .count();
+    let late: Vec<_> = seen
+        .iter()
+        .filter(|(_, started, status, revoked)| {
+            *status == 200 && revoked.is_some_and(|at| *started > at + bound)
+        })
+        .collect();
+    let (ok, refused) = (
+        seen.iter().filter(|s| s.2 == 200).count(),
+        seen.iter().filter(|s| s.2 == 401).count(),
+    );
+    eprintln!(
+        "{} requests: {ok} allowed, {refused} refused after revocation, {server_errors} 5xx",
+        seen.len()
+    );
+    assert_eq!(server_errors, 0);
+    assert!(late.is_empty(), "served after the bound: {late:?}");
+    assert!(ok > 0 && refused > 0, "the run exercised both outcomes");
+    drop((a, b));
+    db.drop_db().await;
+}
+
+/// A TCP proxy to PostgreSQL that can be taken down and brought back.
+struct Proxy {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Proxy {
+    async fn start(target: (String, u16)) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused, in effect
+                }
+                let target = target.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Proxy {
+            port,
+            up,
+            connections,
+        }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The database goes away mid-run: an uncached key gets 503, never 200; a
+/// cached key is served at most `fallback` longer, then 503 too (fail
+/// closed: nobody can vouch for it); all recovers when the database returns.
+#[tokio::test]
+async fn when_the_database_is_unreachable_nothing_is_let_through() {
+    let Some(db) = test_db().await else { return };
+    let admin = store(&db).await;
+    let cached = admin
+        .create_key("ws_acme", "cached", &["contacts:read"], None)
+        .await
+        .unwrap();
+    let uncached = admin
+        .create_key("ws_acme", "uncached", &["contacts:read"], None)
+        .await
+        .unwrap();
+
+    let target = (db.admin.get_host().to_owned(), db.admin.get_port());
+    let proxy = Proxy::start(target).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_millis(300))
+        .connect_with(
+            db.admin
+                .clone()
+                .database(&db.name)
+                .host("127.0.0.1")
+                .port(proxy.port),
+        )
+        .await
+        .unwrap();
+    let cache = CachedStore::builder(PgCredentialStore::new(pool))
+        .time_to_live(Duration::from_secs(3600))
+        .store_timeout(Some(Duration::from_millis(500)))
+        .build();
+    let fallback = Duration::from_millis(300);
+    let listener = cache
+        .store()
+        .spawn_invalidation_listener(cache.clone(), fallback);
+    while !listener.is_connected() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let b = Instance {
+        gate: Gate::new(cache.clone()),
+        cache,
+        listener,
+    };
+    assert_eq!(b.status(&cached.token).await, 200);
+
+    proxy.down();
+    assert_eq!(
+        b.status(&uncached.token).await,
+        503,
+        "an uncached key is never let through"
+    );
+    // The cached key: refused within the fallback (plus noticing the drop).
+    let took = b.becomes(&cached.token, 503, fallback * 4).await;
+    eprintln!("cached key refused {took:?} into the outage");
+    for _ in 0..5 {
+        assert_eq!(b.status(&cached.token).await, 503);
+        assert_eq!(b.status(&uncached.token).await, 503);
+    }
+
+    proxy.up();
+    b.becomes(&uncached.token, 200, Duration::from_secs(5))
+        .await;
+    b.becomes(&cached.token, 200, Duration::from_secs(5)).await;
+    drop(b);
+    db.drop_db().await;
+}
