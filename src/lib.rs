@@ -129,8 +129,8 @@ pub use store::{
     StoreError,
 };
 
-/// The README's Rust examples, compiled as doctests so they stay true
-/// (with all features, as CI runs them: one needs `postgres`).
+/// The README's Rust examples, compiled as doctests so they stay true (with
+/// all features, as CI runs them: one needs `postgres`).
 #[cfg(all(doctest, feature = "postgres"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
