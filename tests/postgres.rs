@@ -82,6 +82,14 @@ impl TestDb {
     }
 }
 
+/// A key of `ws_acme` with `contacts:read`.
+async fn reader_key(store: &PgCredentialStore, name: &str) -> scopegate::NewKey {
+    store
+        .create_key("ws_acme", name, &["contacts:read"], None)
+        .await
+        .unwrap()
+}
+
 async fn store(db: &TestDb) -> PgCredentialStore {
     let store = PgCredentialStore::new(db.pool.clone());
     store.migrate().await.unwrap();
@@ -167,10 +175,7 @@ async fn keys_resolve_with_their_scopes_and_plan_until_revoked() {
 async fn no_raw_token_is_ever_written() {
     let Some(db) = test_db().await else { return };
     let store = store(&db).await;
-    let key = store
-        .create_key("ws_acme", "k", &["contacts:read"], None)
-        .await
-        .unwrap();
+    let key = reader_key(&store, "k").await;
     let rows: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM scopegate_api_keys k WHERE k::TEXT LIKE '%' || $1 || '%' OR k::TEXT LIKE '%' || $2 || '%'",
     )
@@ -252,10 +257,7 @@ async fn expired_keys_and_bad_input() {
 async fn malformed_keys_are_refused_before_any_lookup() {
     let Some(db) = test_db().await else { return };
     let store = store(&db).await;
-    let key = store
-        .create_key("ws_acme", "k", &["contacts:read"], None)
-        .await
-        .unwrap();
+    let key = reader_key(&store, "k").await;
     let cache = CachedStore::new(store.clone());
     let gate = Gate::builder(cache.clone())
         .token_filter(ApiKey::filter)
@@ -392,10 +394,7 @@ async fn a_revocation_on_one_instance_reaches_the_other_within_a_second() {
     eprintln!("revocation reached instance B in {took:?}");
 
     // A plan downgrade: api-access gone everywhere, within the same bound.
-    let other = admin
-        .create_key("ws_acme", "k2", &["contacts:read"], None)
-        .await
-        .unwrap();
+    let other = reader_key(&admin, "k2").await;
     assert_eq!(
         (a.status(&other.token).await, b.status(&other.token).await),
         (200, 200)
@@ -419,10 +418,7 @@ async fn a_killed_listener_never_lets_a_revoked_key_through_past_the_fallback() 
     let admin = store(&db).await;
     let fallback = Duration::from_millis(300);
     let b = instance(&db, fallback).await;
-    let key = admin
-        .create_key("ws_acme", "k", &["contacts:read"], None)
-        .await
-        .unwrap();
+    let key = reader_key(&admin, "k").await;
     assert_eq!(b.status(&key.token).await, 200);
 
     // Kill the listener's connection, then revoke while it cannot hear.
@@ -455,10 +451,7 @@ async fn a_killed_listener_never_lets_a_revoked_key_through_past_the_fallback() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let fresh = admin
-        .create_key("ws_acme", "k2", &["contacts:read"], None)
-        .await
-        .unwrap();
+    let fresh = reader_key(&admin, "k2").await;
     assert_eq!(b.status(&fresh.token).await, 200);
     assert!(admin.revoke_key(&fresh.record.id).await.unwrap());
     b.becomes(&fresh.token, 401, Duration::from_secs(1)).await;
@@ -571,14 +564,8 @@ async fn two_example_servers_share_keys_and_revocations() {
 async fn last_used_at_is_recorded_off_the_request_path() {
     let Some(db) = test_db().await else { return };
     let store = store(&db).await;
-    let used = store
-        .create_key("ws_acme", "used", &["contacts:read"], None)
-        .await
-        .unwrap();
-    let idle = store
-        .create_key("ws_acme", "idle", &["contacts:read"], None)
-        .await
-        .unwrap();
+    let used = reader_key(&store, "used").await;
+    let idle = reader_key(&store, "idle").await;
     let mut b = instance(&db, Duration::from_secs(1)).await;
     let recorder = b
         .cache
@@ -636,12 +623,7 @@ async fn under_load_revoked_keys_stop_everywhere_within_the_bound() {
     );
     let mut keys = Vec::new();
     for i in 0..12 {
-        keys.push(
-            admin
-                .create_key("ws_acme", &format!("k{i}"), &["contacts:read"], None)
-                .await
-                .unwrap(),
-        );
+        keys.push(reader_key(&admin, &format!("k{i}")).await);
     }
     let tokens: Vec<String> = keys.iter().map(|k| k.token.clone()).collect();
     let revoked_at = std::sync::Mutex::new(vec![None::<tokio::time::Instant>; keys.len()]);
@@ -752,14 +734,8 @@ impl Proxy {
 async fn when_the_database_is_unreachable_nothing_is_let_through() {
     let Some(db) = test_db().await else { return };
     let admin = store(&db).await;
-    let cached = admin
-        .create_key("ws_acme", "cached", &["contacts:read"], None)
-        .await
-        .unwrap();
-    let uncached = admin
-        .create_key("ws_acme", "uncached", &["contacts:read"], None)
-        .await
-        .unwrap();
+    let cached = reader_key(&admin, "cached").await;
+    let uncached = reader_key(&admin, "uncached").await;
 
     let target = (db.admin.get_host().to_owned(), db.admin.get_port());
     let proxy = Proxy::start(target).await;
@@ -821,10 +797,7 @@ async fn when_the_database_is_unreachable_nothing_is_let_through() {
 async fn without_push_the_bound_is_the_time_to_live() {
     let Some(db) = test_db().await else { return };
     let admin = store(&db).await;
-    let key = admin
-        .create_key("ws_acme", "k", &["contacts:read"], None)
-        .await
-        .unwrap();
+    let key = reader_key(&admin, "k").await;
     let ttl = Duration::from_millis(400);
     let cache = CachedStore::builder(admin.clone())
         .time_to_live(ttl)
