@@ -157,7 +157,8 @@ impl RoutePolicy {
     }
 
     /// Every non-public route also requires this plan entitlement, usually
-    /// `api-access`.
+    /// `api-access` (default: the gate's
+    /// [`entitlement`](crate::GateBuilder::entitlement), if set).
     pub fn require_entitlement(mut self, entitlement: &str) -> Self {
         self.entitlement = Some(entitlement.to_owned());
         self
@@ -191,11 +192,10 @@ impl RoutePolicy {
     /// [`ConfigError::Scope`] or [`ConfigError::Entitlement`] for an invalid
     /// name.
     pub fn build(self, gate: &Gate) -> Result<PolicyLayer, ConfigError> {
-        let entitlement = self
-            .entitlement
-            .as_deref()
-            .map(entitlement_name)
-            .transpose()?;
+        let entitlement = match self.entitlement.as_deref() {
+            Some(name) => Some(entitlement_name(name)?),
+            None => gate.default_entitlement(),
+        };
         let catalog = self.catalog.as_ref().map(ScopeSet::parse).transpose()?;
         let mut router = matchit::Router::new();
         let mut paths: Vec<Vec<(Method, Target)>> = Vec::new();

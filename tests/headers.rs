@@ -255,3 +255,53 @@ async fn protected_resource_metadata_is_served_as_json() {
         r#"{"resource":"https://api.example.com","authorization_servers":["https://auth.example.com"],"scopes_supported":["contacts:read"],"bearer_methods_supported":["header"],"resource_name":"OnboardingHub API"}"#
     );
 }
+
+#[tokio::test]
+async fn a_gate_entitlement_makes_one_layer_do_the_work_of_two() {
+    let gate = builder().entitlement("api-access").build().unwrap();
+    let app = |gate: &Gate| {
+        ServiceBuilder::new()
+            .layer(gate.require_scope("contacts:read").unwrap())
+            .service(service_fn(|_: Request<Full<Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }))
+    };
+    let status = |token: &'static str| {
+        let app = app(&gate);
+        async move {
+            let request = Request::get("/").header("authorization", format!("Bearer {token}"));
+            let response = app
+                .oneshot(request.body(Full::default()).unwrap())
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    assert_eq!(status("reader").await.0, StatusCode::OK);
+    // The plan is checked first, with the documented body, scopes or not.
+    assert_eq!(
+        status("free").await,
+        (
+            StatusCode::FORBIDDEN,
+            r#"{"error":{"type":"forbidden","message":"API access is not enabled for this account. Please upgrade your plan."}}"#.to_owned()
+        )
+    );
+    // Without it, the same layer checks scopes only.
+    let plain = builder().build().unwrap();
+    let response = app(&plain)
+        .oneshot(
+            Request::get("/")
+                .header("authorization", "Bearer free")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(matches!(
+        builder().entitlement("").build(),
+        Err(ConfigError::Entitlement(_))
+    ));
+}

@@ -125,12 +125,15 @@ impl App {
         })
     }
 
-    fn gate(&self) -> Gate {
-        match &self.keys {
-            Keys::Memory { cache, .. } => Gate::new(cache.clone()),
+    /// The gate: every route's scope layer also requires the plan's
+    /// `api-access`, so one layer per route does both checks.
+    fn gate(&self) -> Result<Gate, ConfigError> {
+        let builder = match &self.keys {
+            Keys::Memory { cache, .. } => Gate::builder(cache.clone()),
             #[cfg(feature = "postgres")]
-            Keys::Postgres { cache, .. } => Gate::new(cache.clone()),
-        }
+            Keys::Postgres { cache, .. } => Gate::builder(cache.clone()),
+        };
+        builder.entitlement(scopegate::API_ACCESS).build()
     }
 
     /// The full router: `/api/v1/…` behind scopegate, `/developer/keys`
@@ -147,7 +150,7 @@ impl App {
     }
 
     fn build(&self, unprotected_twin: bool) -> Result<Router, ConfigError> {
-        let gate = self.gate();
+        let gate = self.gate()?;
         let scope = |name: &str| gate.require_scope(name);
         let mut api = Router::new();
         let mut open = Router::new();
@@ -196,10 +199,7 @@ impl App {
                 webhooks.clone(),
                 webhooks,
             ))
-            .merge(guides(scope("guides:read")?))
-            // Every API route needs the plan's api-access; `route_layer` keeps
-            // unknown paths 404 instead of 401.
-            .route_layer(gate.api_access());
+            .merge(guides(scope("guides:read")?));
 
         let developer = Router::new()
             .route("/developer/keys", post(create_key).get(list_keys))
