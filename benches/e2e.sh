@@ -5,7 +5,8 @@
 # alternating the two so drift hits both alike. Bounded: ROUNDS x 2 x DURATION
 # of load (default 3 x 2 x 10 s), plus a build.
 #
-#   bash benches/e2e.sh               # DURATION=10s CONNECTIONS=32 ROUNDS=3
+#   bash benches/e2e.sh               # DURATION=10s CONNECTIONS=32 ROUNDS=3 KEYS=1
+#   KEYS=16 bash benches/e2e.sh       # rotate 16 keys instead of one
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,8 +32,31 @@ protected=$(curl -fs -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/cont
 open=$(curl -fs -H "Authorization: Bearer $TOKEN" "http://$ADDR/unprotected/api/v1/contacts")
 [ "$protected" = "$open" ] || { echo "routes differ: $protected vs $open" >&2; exit 1; }
 
+
+# KEYS>1: create that many keys through developer settings; a wrk script
+# rotates them, so requests do not all hit one cache entry.
+KEYS="${KEYS:-1}"
+script=""
+if [ "$KEYS" -gt 1 ]; then
+  script="$(mktemp --suffix=.lua)"
+  trap 'kill $server 2>/dev/null || true; rm -f "$script"' EXIT
+  {
+    echo "local tokens = {"
+    for _ in $(seq "$KEYS"); do
+      curl -fs -X POST -H "Authorization: Bearer demo-admin-token" \
+        -d '{"name":"bench","scopes":["contacts:read"]}' "http://$ADDR/developer/keys" |
+        python3 -c 'import json,sys; print("  \"" + json.load(sys.stdin)["token"] + "\",")'
+    done
+    echo "}"
+    echo "local i = 0"
+    echo "request = function() i = i % #tokens + 1; return wrk.format(nil, nil, {Authorization = 'Bearer ' .. tokens[i]}) end"
+  } > "$script"
+fi
+
 load() { # path -> "req_per_s p99_ms non2xx"
-  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://$ADDR$1")
+  local extra=()
+  [ -n "$script" ] && extra=(-s "$script")
+  out=$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${extra[@]}" -H "Authorization: Bearer $TOKEN" "http://$ADDR$1")
   rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' <<<"$out")
   bad=$(awk '/Non-2xx/ {print $5}' <<<"$out")
