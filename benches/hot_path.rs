@@ -17,7 +17,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderMap};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use scopegate::{CachedStore, Credential, Gate, MemoryStore, TokenHash};
+use scopegate::{CachedStore, Credential, Gate, MemoryStore, PresentedToken, TokenHash};
 use sha2::{Digest, Sha256};
 use support::{bare, bearer, call, credential, request, runtime, warm, SCOPES, TOKEN};
 use tower::{Layer, ServiceBuilder};
@@ -126,7 +126,7 @@ fn hot_path(c: &mut Criterion) {
     );
 
     // Rejections: denial floods must be cheap too.
-    rt.block_on(cache.resolve(&TokenHash::of(UNKNOWN)))
+    rt.block_on(cache.resolve(&PresentedToken::new(UNKNOWN)))
         .expect("store");
     serve!("reject_401_missing", stacked("contacts:read"), None);
     serve!(

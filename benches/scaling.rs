@@ -32,7 +32,7 @@ fn cache_size(c: &mut Criterion) {
         rt.block_on(async {
             for token in &tokens {
                 cache
-                    .resolve(&scopegate::TokenHash::of(token))
+                    .resolve(&scopegate::PresentedToken::new(token))
                     .await
                     .expect("store")
                     .expect("credential");

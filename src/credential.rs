@@ -33,7 +33,7 @@
 //! ```
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -113,6 +113,64 @@ impl fmt::Debug for TokenHash {
     }
 }
 
+/// A bearer token as presented by a client, with its [`TokenHash`].
+///
+/// Stores receive one on a cache miss. Stores keyed by hash read
+/// [`hash`](Self::hash); stores that must see the token itself (a JWT's
+/// signature, an introspection call) read [`secret`](Self::secret). It lives
+/// only as long as that one store call: scopegate never caches, logs or
+/// `Debug`-prints it, and it is neither `Clone` nor `Display`.
+///
+/// ```
+/// use scopegate::{PresentedToken, TokenHash};
+///
+/// let token = PresentedToken::new("ohk_demo_all_scopes");
+/// assert_eq!(*token.hash(), TokenHash::of("ohk_demo_all_scopes"));
+/// assert_eq!(token.secret(), "ohk_demo_all_scopes");
+/// assert!(!format!("{token:?}").contains("ohk_demo"));
+/// ```
+pub struct PresentedToken {
+    secret: Box<str>,
+    hash: TokenHash,
+}
+
+impl PresentedToken {
+    /// Wraps a token, hashing it.
+    pub fn new(token: &str) -> Self {
+        PresentedToken {
+            secret: token.into(),
+            hash: TokenHash::of(token),
+        }
+    }
+
+    /// Wraps a token whose hash the caller already computed.
+    pub(crate) fn with_hash(token: &str, hash: TokenHash) -> Self {
+        PresentedToken {
+            secret: token.into(),
+            hash,
+        }
+    }
+
+    /// The token's SHA-256: what caches and hash-keyed stores look up.
+    pub fn hash(&self) -> &TokenHash {
+        &self.hash
+    }
+
+    /// The token itself. Verify it, send it to an introspection endpoint, but
+    /// never keep, log or return it.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
+impl fmt::Debug for PresentedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PresentedToken")
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A string that is not 64 hex digits was given as a [`TokenHash`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InvalidTokenHash;
@@ -152,6 +210,7 @@ pub struct Credential {
     scopes: ScopeSet,
     entitlements: Box<[Box<str>]>,
     expires_at: Option<SystemTime>,
+    max_cache_age: Option<Duration>,
 }
 
 impl Credential {
@@ -164,6 +223,7 @@ impl Credential {
             scopes: ScopeSet::new(),
             entitlements: Box::new([]),
             expires_at: None,
+            max_cache_age: None,
         }
     }
 
@@ -192,6 +252,16 @@ impl Credential {
     /// Sets when the credential stops being valid.
     pub fn with_expires_at(mut self, at: SystemTime) -> Self {
         self.expires_at = Some(at);
+        self
+    }
+
+    /// Caps how long a cache may keep this credential, counted from when it
+    /// was resolved: a store whose answers go stale sooner than its
+    /// credentials expire (token introspection, say) sets it. The cache
+    /// keeps an entry for the least of this, its own `time_to_live` and the
+    /// time to [`expires_at`](Self::expires_at).
+    pub fn with_max_cache_age(mut self, age: Duration) -> Self {
+        self.max_cache_age = Some(age);
         self
     }
 
@@ -231,6 +301,11 @@ impl Credential {
         self.expires_at
     }
 
+    /// How long a cache may keep this credential, if the store capped it.
+    pub fn max_cache_age(&self) -> Option<Duration> {
+        self.max_cache_age
+    }
+
     /// Whether the credential has expired at `now`.
     pub fn is_expired(&self, now: SystemTime) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -240,7 +315,6 @@ impl Credential {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn hash_is_sha256_and_round_trips_hex() {

@@ -35,7 +35,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::credential::{Credential, TokenHash};
+use crate::credential::{Credential, PresentedToken, TokenHash};
 use crate::error::{
     ErrorResponse, FixedResponses, Messages, Rejection, Render, RenderRejection, API_ACCESS,
 };
@@ -52,7 +52,7 @@ pub(crate) type Lookup =
 /// path only.
 trait Resolver: Send + Sync {
     fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>>;
-    fn load(self: Arc<Self>, hash: TokenHash) -> Lookup;
+    fn load(self: Arc<Self>, token: PresentedToken) -> Lookup;
 }
 
 impl<S: CredentialStore + 'static> Resolver for CachedStore<S> {
@@ -60,8 +60,8 @@ impl<S: CredentialStore + 'static> Resolver for CachedStore<S> {
         CachedStore::cached(self, hash)
     }
 
-    fn load(self: Arc<Self>, hash: TokenHash) -> Lookup {
-        Box::pin(async move { self.resolve(&hash).await })
+    fn load(self: Arc<Self>, token: PresentedToken) -> Lookup {
+        Box::pin(async move { CachedStore::load(&self, &token).await })
     }
 }
 
@@ -180,8 +180,8 @@ impl Gate {
         self.inner.resolver.cached(hash)
     }
 
-    pub(crate) fn load(&self, hash: TokenHash) -> Lookup {
-        Arc::clone(&self.inner.resolver).load(hash)
+    pub(crate) fn load(&self, token: PresentedToken) -> Lookup {
+        Arc::clone(&self.inner.resolver).load(token)
     }
 }
 

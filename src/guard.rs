@@ -7,7 +7,7 @@ use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Request};
 
 use crate::bearer::{self, NoToken};
-use crate::credential::{Credential, TokenHash};
+use crate::credential::{Credential, PresentedToken, TokenHash};
 use crate::error::ErrorResponse;
 use crate::gate::{Gate, Lookup};
 use crate::policy::{CompiledPolicy, Target};
@@ -55,7 +55,7 @@ pub(crate) enum Decision<'a> {
     Allow(Option<Box<ScopeHeaders>>),
     Deny(&'a ErrorResponse, Option<Box<ScopeHeaders>>),
     /// Not cached: ask the store.
-    Resolve(TokenHash),
+    Resolve(PresentedToken),
 }
 
 /// GitHub-style scope headers for one response, when the gate enables them.
@@ -181,11 +181,11 @@ impl Guard {
             };
         }
         let fixed = self.gate.fixed();
-        let hash = match bearer::token(request.headers()) {
+        let (token, hash) = match bearer::token(request.headers()) {
             Ok(token) if !self.gate.admits_token(token) => {
                 return self.deny(request, &fixed.invalid_token, None, None)
             }
-            Ok(token) => TokenHash::of(token),
+            Ok(token) => (token, TokenHash::of(token)),
             Err(NoToken::Missing) => return self.deny(request, &fixed.missing, None, None),
             Err(NoToken::Malformed(reason)) => {
                 return self.deny(request, fixed.malformed(reason), None, None)
@@ -194,7 +194,13 @@ impl Guard {
         match self.gate.cached(&hash) {
             Some(Some(credential)) => self.admit(rule, request, credential),
             Some(None) => self.deny(request, &fixed.invalid_token, None, None),
-            None => Decision::Resolve(hash),
+            // The only copy of the token scopegate makes: for the store
+            // call, dropped with it. A `b64token` is ASCII, so the
+            // conversion cannot fail.
+            None => match std::str::from_utf8(token) {
+                Ok(token) => Decision::Resolve(PresentedToken::with_hash(token, hash)),
+                Err(_) => self.deny(request, &fixed.invalid_token, None, None),
+            },
         }
     }
 
@@ -264,8 +270,8 @@ impl Guard {
     }
 
     /// Starts the slow path: a boxed store lookup, single-flight per hash.
-    pub(crate) fn load(&self, hash: TokenHash) -> Lookup {
-        self.gate.load(hash)
+    pub(crate) fn load(&self, token: PresentedToken) -> Lookup {
+        self.gate.load(token)
     }
 
     /// The response for a future polled after it completed: fail closed.

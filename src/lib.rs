@@ -111,7 +111,7 @@ pub mod service;
 pub mod store;
 
 pub use body::ResponseBody;
-pub use credential::{Credential, CredentialKind, InvalidTokenHash, TokenHash};
+pub use credential::{Credential, CredentialKind, InvalidTokenHash, PresentedToken, TokenHash};
 pub use error::{Malformed, Messages, Rejection, RejectionKind, RenderRejection, API_ACCESS};
 pub use gate::{ConfigError, Gate, GateBuilder, UsageRecorder};
 pub use key::ApiKey;

@@ -113,7 +113,7 @@ where
                 grpc: is_grpc(request.headers()),
                 headers,
             },
-            Decision::Resolve(hash) => {
+            Decision::Resolve(token) => {
                 // The inner service is called after the lookup, so take the
                 // service that is ready and leave a clone in its place, as
                 // tower's `Service` docs require:
@@ -121,7 +121,7 @@ where
                 let clone = self.inner.clone();
                 let service = mem::replace(&mut self.inner, clone);
                 State::Resolving {
-                    lookup: self.guard.load(hash),
+                    lookup: self.guard.load(token),
                     guard: Arc::clone(&self.guard),
                     pending: Some((request, service)),
                 }
@@ -240,8 +240,8 @@ where
 mod tests {
     use super::*;
     use crate::{
-        CachedStore, Credential, CredentialKind, CredentialStore, Gate, MemoryStore, ScopeSet,
-        StoreError, TokenHash,
+        CachedStore, Credential, CredentialKind, CredentialStore, Gate, MemoryStore,
+        PresentedToken, ScopeSet, StoreError,
     };
     use async_trait::async_trait;
     use bytes::Bytes;
@@ -265,7 +265,7 @@ mod tests {
 
     #[async_trait]
     impl CredentialStore for Backend {
-        async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             if self.hanging {
                 std::future::pending::<()>().await;
@@ -273,7 +273,7 @@ mod tests {
             if self.broken {
                 return Err(StoreError::new("down"));
             }
-            self.keys.resolve(hash).await
+            self.keys.resolve(token).await
         }
     }
 

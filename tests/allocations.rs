@@ -15,7 +15,9 @@ use allocation_counter::measure;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
-use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, ScopeSet, TokenHash};
+use scopegate::{
+    CachedStore, Credential, CredentialKind, Gate, MemoryStore, PresentedToken, ScopeSet,
+};
 use tower::{service_fn, Service, ServiceBuilder};
 
 type Req = Request<Full<Bytes>>;
@@ -63,7 +65,7 @@ async fn a_cache_hit_allocates_only_what_the_extensions_insert_does() {
     keys.insert_token("ohk_alloc", credential.clone());
     let cache = CachedStore::new(keys);
     cache
-        .resolve(&TokenHash::of("ohk_alloc"))
+        .resolve(&PresentedToken::new("ohk_alloc"))
         .await
         .unwrap()
         .unwrap();

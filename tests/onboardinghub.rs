@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use common::{serve, Server};
 use http::{Method, StatusCode};
-use scopegate::{CachedStore, Credential, CredentialStore, Gate, StoreError, TokenHash};
+use scopegate::{CachedStore, Credential, CredentialStore, Gate, PresentedToken, StoreError};
 
 const ALL: &str = "ohk_demo_all_scopes";
 const READ: &str = "ohk_demo_contacts_read";
@@ -170,7 +170,7 @@ struct Outage {
 
 #[async_trait]
 impl CredentialStore for Outage {
-    async fn resolve(&self, _: &TokenHash) -> Result<Option<Credential>, StoreError> {
+    async fn resolve(&self, _: &PresentedToken) -> Result<Option<Credential>, StoreError> {
         if self.hang {
             std::future::pending::<()>().await;
         }

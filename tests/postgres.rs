@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use scopegate::{
-    ApiKey, CachedStore, CredentialStore, Gate, PgCredentialStore, PgStoreError, TokenHash,
+    ApiKey, CachedStore, CredentialStore, Gate, PgCredentialStore, PgStoreError, PresentedToken,
+    TokenHash,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -128,8 +129,8 @@ async fn keys_resolve_with_their_scopes_and_plan_until_revoked() {
     assert!(key.record.created_at <= SystemTime::now() + Duration::from_secs(5));
     assert_eq!((key.record.revoked_at, key.record.expires_at), (None, None));
 
-    let hash = TokenHash::of(&key.token);
-    let credential = store.resolve(&hash).await.unwrap().unwrap();
+    let presented = PresentedToken::new(&key.token);
+    let credential = store.resolve(&presented).await.unwrap().unwrap();
     assert_eq!(credential.id(), key.record.id);
     assert_eq!(credential.account_id(), "ws_acme");
     assert_eq!(
@@ -141,7 +142,7 @@ async fn keys_resolve_with_their_scopes_and_plan_until_revoked() {
         ["api-access", "sso"]
     );
     assert!(store
-        .resolve(&TokenHash::of("ohk_unknown"))
+        .resolve(&PresentedToken::new("ohk_unknown"))
         .await
         .unwrap()
         .is_none());
@@ -152,7 +153,7 @@ async fn keys_resolve_with_their_scopes_and_plan_until_revoked() {
         .await
         .unwrap());
     store.upsert_account("ws_acme", "free").await.unwrap();
-    let credential = store.resolve(&hash).await.unwrap().unwrap();
+    let credential = store.resolve(&presented).await.unwrap().unwrap();
     assert_eq!(
         format!("{:?}", credential.scopes()),
         r#"{"webhooks:manage"}"#
@@ -164,7 +165,7 @@ async fn keys_resolve_with_their_scopes_and_plan_until_revoked() {
         !store.revoke_key(&key.record.id).await.unwrap(),
         "already revoked"
     );
-    assert!(store.resolve(&hash).await.unwrap().is_none());
+    assert!(store.resolve(&presented).await.unwrap().is_none());
     let listed = store.list_keys("ws_acme").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].revoked_at.is_some());
@@ -207,7 +208,7 @@ async fn expired_keys_and_bad_input() {
         .await
         .unwrap();
     assert!(store
-        .resolve(&TokenHash::of(&past.token))
+        .resolve(&PresentedToken::new(&past.token))
         .await
         .unwrap()
         .is_none());
@@ -217,7 +218,7 @@ async fn expired_keys_and_bad_input() {
         .await
         .unwrap();
     let credential = store
-        .resolve(&TokenHash::of(&later.token))
+        .resolve(&PresentedToken::new(&later.token))
         .await
         .unwrap()
         .unwrap();
@@ -247,7 +248,12 @@ async fn expired_keys_and_bad_input() {
         .await
         .unwrap());
     assert_eq!(
-        store.resolve(&demo).await.unwrap().unwrap().id(),
+        store
+            .resolve(&PresentedToken::new("ohk_demo_all_scopes"))
+            .await
+            .unwrap()
+            .unwrap()
+            .id(),
         "key_demo"
     );
     db.drop_db().await;

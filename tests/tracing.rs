@@ -12,8 +12,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use scopegate::{
-    CachedStore, Credential, CredentialKind, CredentialStore, Gate, MemoryStore, ScopeSet,
-    StoreError, TokenHash,
+    CachedStore, Credential, CredentialKind, CredentialStore, Gate, MemoryStore, PresentedToken,
+    ScopeSet, StoreError, TokenHash,
 };
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
@@ -48,11 +48,11 @@ struct Flaky(MemoryStore);
 
 #[async_trait]
 impl CredentialStore for Flaky {
-    async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
-        if *hash == TokenHash::of(BROKEN) {
+    async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+        if token.secret() == BROKEN {
             return Err(StoreError::new("connection reset"));
         }
-        self.0.resolve(hash).await
+        self.0.resolve(token).await
     }
 }
 

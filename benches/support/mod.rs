@@ -84,9 +84,8 @@ pub fn drive<F: Future>(rt: &tokio::runtime::Runtime, future: F) -> F::Output {
 pub fn warm(rt: &tokio::runtime::Runtime, cache: &CachedStore<MemoryStore>, tokens: &[&str]) {
     rt.block_on(async {
         for token in tokens {
-            let hash = scopegate::TokenHash::of(token);
             cache
-                .resolve(&hash)
+                .resolve(&scopegate::PresentedToken::new(token))
                 .await
                 .expect("store")
                 .expect("credential");

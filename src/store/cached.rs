@@ -13,7 +13,7 @@ use moka::future::Cache;
 use moka::Expiry;
 
 use super::{CredentialStore, StoreError};
-use crate::credential::{Credential, TokenHash};
+use crate::credential::{Credential, PresentedToken, TokenHash};
 
 const DEFAULT_MAX_CAPACITY: u64 = 100_000;
 const DEFAULT_TIME_TO_LIVE: Duration = Duration::from_secs(60);
@@ -44,27 +44,28 @@ const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// ```
 /// use std::time::Duration;
-/// use scopegate::{CachedStore, Credential, CredentialKind, MemoryStore, TokenHash};
+/// use scopegate::{CachedStore, Credential, CredentialKind, MemoryStore, PresentedToken};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), scopegate::StoreError> {
 /// let keys = MemoryStore::new();
-/// let hash = keys.insert_token("ohk_1", Credential::new("key_1", "ws_acme", CredentialKind::ApiKey));
+/// keys.insert_token("ohk_1", Credential::new("key_1", "ws_acme", CredentialKind::ApiKey));
+/// let token = PresentedToken::new("ohk_1");
 ///
 /// let cache = CachedStore::builder(keys.clone())
 ///     .max_capacity(10_000)
 ///     .time_to_live(Duration::from_secs(30))
 ///     .build();
 ///
-/// assert_eq!(cache.resolve(&hash).await?.unwrap().id(), "key_1");
-/// assert_eq!(cache.resolve(&hash).await?.unwrap().id(), "key_1");
+/// assert_eq!(cache.resolve(&token).await?.unwrap().id(), "key_1");
+/// assert_eq!(cache.resolve(&token).await?.unwrap().id(), "key_1");
 /// let stats = cache.stats();
 /// assert_eq!((stats.misses, stats.hits), (1, 1));
 ///
 /// // Revoke in the store, then drop the cached copy: the next lookup misses.
 /// keys.revoke_credential("key_1");
 /// cache.invalidate_credential("key_1");
-/// assert!(cache.resolve(&hash).await?.is_none());
+/// assert!(cache.resolve(&token).await?.is_none());
 /// # Ok(())
 /// # }
 /// ```
@@ -170,7 +171,7 @@ impl<S: CredentialStore> CachedStore<S> {
         }
     }
 
-    /// Resolves `hash` through the cache, calling the store on a miss.
+    /// Resolves `token` through the cache, calling the store on a miss.
     ///
     /// `Ok(None)` means unknown, revoked or expired.
     ///
@@ -178,8 +179,12 @@ impl<S: CredentialStore> CachedStore<S> {
     ///
     /// The store's error, or [`StoreError::timeout`] when it did not answer in
     /// time. Errors are not cached.
-    pub async fn resolve(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, StoreError> {
+    pub async fn resolve(
+        &self,
+        token: &PresentedToken,
+    ) -> Result<Option<Arc<Credential>>, StoreError> {
         let shared = &*self.shared;
+        let hash = token.hash();
         if let Some(credential) = shared.positive.get(hash).await {
             shared.counters.hits.bump();
             return Ok(Some(credential));
@@ -188,7 +193,7 @@ impl<S: CredentialStore> CachedStore<S> {
             shared.counters.negative_hits.bump();
             return Ok(None);
         }
-        self.load(hash).await
+        self.load(token).await
     }
 
     /// The cached answer for `hash`, if the cache can give one without waiting.
@@ -212,8 +217,12 @@ impl<S: CredentialStore> CachedStore<S> {
         }
     }
 
-    async fn load(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, StoreError> {
+    pub(crate) async fn load(
+        &self,
+        token: &PresentedToken,
+    ) -> Result<Option<Arc<Credential>>, StoreError> {
         let shared = &*self.shared;
+        let hash = token.hash();
         let epochs = shared.epochs();
         let called = AtomicBool::new(false);
         let result = shared
@@ -221,7 +230,7 @@ impl<S: CredentialStore> CachedStore<S> {
             .try_get_with_by_ref(hash, async {
                 called.store(true, Ordering::Relaxed);
                 Counters::bump(&shared.counters.misses);
-                match shared.fetch(hash).await {
+                match shared.fetch(token).await {
                     Ok(Some(credential)) if !credential.is_expired(SystemTime::now()) => {
                         Ok(Arc::new(credential))
                     }
@@ -360,14 +369,14 @@ impl<S: CredentialStore> Shared<S> {
         )
     }
 
-    async fn fetch(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+    async fn fetch(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
         #[cfg(feature = "tracing")]
-        let started = Instant::now();
+        let (started, hash) = (Instant::now(), token.hash());
         let result = match self.store_timeout {
-            Some(limit) => tokio::time::timeout(limit, self.store.resolve(hash))
+            Some(limit) => tokio::time::timeout(limit, self.store.resolve(token))
                 .await
                 .unwrap_or_else(|_| Err(StoreError::timeout())),
-            None => self.store.resolve(hash).await,
+            None => self.store.resolve(token).await,
         };
         #[cfg(feature = "tracing")]
         {
@@ -545,7 +554,8 @@ impl std::hash::Hasher for DigestFold {
     }
 }
 
-/// `time_to_live`, cut short by the credential's own expiry.
+/// `time_to_live`, cut short by the credential's own expiry and by the
+/// store's `max_cache_age`.
 struct CredentialExpiry {
     time_to_live: Duration,
 }
@@ -557,11 +567,16 @@ impl Expiry<TokenHash, Arc<Credential>> for CredentialExpiry {
         credential: &Arc<Credential>,
         _: Instant,
     ) -> Option<Duration> {
-        let left = credential.expires_at().map_or(self.time_to_live, |at| {
-            at.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        });
-        Some(left.min(self.time_to_live))
+        let mut left = credential
+            .max_cache_age()
+            .map_or(self.time_to_live, |age| age.min(self.time_to_live));
+        if let Some(at) = credential.expires_at() {
+            left = left.min(
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
+        Some(left)
     }
 }
 
@@ -585,11 +600,11 @@ mod tests {
 
     #[async_trait]
     impl CredentialStore for Probe {
-        async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+        async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             // Read first, then take time answering: the answer can be stale
             // by the time it arrives, as with a real database.
-            let answer = self.inner.resolve(hash).await;
+            let answer = self.inner.resolve(token).await;
             if let Some(delay) = self.delay {
                 tokio::time::sleep(delay).await;
             }
@@ -598,6 +613,11 @@ mod tests {
             }
             answer
         }
+    }
+
+    /// The probe's store reads only the hash.
+    fn presented(hash: &TokenHash) -> PresentedToken {
+        PresentedToken::with_hash("(only the hash is read)", *hash)
     }
 
     fn key(id: &str, account: &str) -> Credential {
@@ -620,7 +640,8 @@ mod tests {
         let probe = Arc::new(probe(Some(Duration::from_millis(50))));
         let hash = probe.inner.insert_token("cold", key("key_1", "ws"));
         let cache = CachedStore::new(Arc::clone(&probe));
-        let lookups = (0..100).map(|_| cache.resolve(&hash));
+        let token = presented(&hash);
+        let lookups = (0..100).map(|_| cache.resolve(&token));
         let results = futures_join_all(lookups).await;
         assert!(results
             .iter()
@@ -628,7 +649,7 @@ mod tests {
         assert_eq!(calls(&cache), 1);
         let stats = cache.stats();
         assert_eq!((stats.misses, stats.coalesced, stats.hits), (1, 99, 0));
-        cache.resolve(&hash).await.unwrap();
+        cache.resolve(&presented(&hash)).await.unwrap();
         assert_eq!(cache.stats().hits, 1);
         assert_eq!(calls(&cache), 1);
     }
@@ -637,10 +658,11 @@ mod tests {
     async fn a_flood_of_one_unknown_token_makes_one_store_call() {
         let cache = CachedStore::new(Arc::new(probe(Some(Duration::from_millis(20)))));
         let hash = TokenHash::of("nope");
-        let results = futures_join_all((0..100).map(|_| cache.resolve(&hash))).await;
+        let token = presented(&hash);
+        let results = futures_join_all((0..100).map(|_| cache.resolve(&token))).await;
         assert!(results.iter().all(|r| matches!(r, Ok(None))));
         for _ in 0..100 {
-            assert!(cache.resolve(&hash).await.unwrap().is_none());
+            assert!(cache.resolve(&presented(&hash)).await.unwrap().is_none());
         }
         assert_eq!(calls(&cache), 1);
         let stats = cache.stats();
@@ -658,14 +680,22 @@ mod tests {
             .negative_time_to_live(Duration::from_millis(100))
             .build();
         let hash = TokenHash::of("later");
-        assert!(cache.resolve(&hash).await.unwrap().is_none());
+        assert!(cache.resolve(&presented(&hash)).await.unwrap().is_none());
         probe.inner.insert(hash, key("key_new", "ws"));
         assert!(
-            cache.resolve(&hash).await.unwrap().is_none(),
+            cache.resolve(&presented(&hash)).await.unwrap().is_none(),
             "still negatively cached"
         );
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert_eq!(cache.resolve(&hash).await.unwrap().unwrap().id(), "key_new");
+        assert_eq!(
+            cache
+                .resolve(&presented(&hash))
+                .await
+                .unwrap()
+                .unwrap()
+                .id(),
+            "key_new"
+        );
         assert_eq!(calls(&cache), 2);
     }
 
@@ -674,10 +704,18 @@ mod tests {
         let probe = Arc::new(Probe::default());
         let cache = CachedStore::new(Arc::clone(&probe));
         let hash = TokenHash::of("created-after-a-guess");
-        assert!(cache.resolve(&hash).await.unwrap().is_none());
+        assert!(cache.resolve(&presented(&hash)).await.unwrap().is_none());
         probe.inner.insert(hash, key("key_new", "ws"));
         cache.invalidate(&hash).await;
-        assert_eq!(cache.resolve(&hash).await.unwrap().unwrap().id(), "key_new");
+        assert_eq!(
+            cache
+                .resolve(&presented(&hash))
+                .await
+                .unwrap()
+                .unwrap()
+                .id(),
+            "key_new"
+        );
     }
 
     #[tokio::test]
@@ -696,17 +734,33 @@ mod tests {
             .time_to_live(Duration::from_millis(400))
             .build();
         assert!(
-            cache.resolve(&expired).await.unwrap().is_none(),
+            cache.resolve(&presented(&expired)).await.unwrap().is_none(),
             "expired is not found"
         );
-        assert!(cache.resolve(&short).await.unwrap().is_some());
-        assert!(cache.resolve(&long).await.unwrap().is_some());
+        assert!(cache.resolve(&presented(&short)).await.unwrap().is_some());
+        assert!(cache.resolve(&presented(&long)).await.unwrap().is_some());
         tokio::time::sleep(Duration::from_millis(200)).await;
         // The short credential expired in the cache even though the TTL has not.
         assert!(cache.cached(&short).is_none());
         assert!(cache.cached(&long).is_some());
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert!(cache.cached(&long).is_none(), "ttl elapsed");
+    }
+
+    #[tokio::test]
+    async fn a_store_can_cap_how_long_its_answer_is_cached() {
+        let probe = Arc::new(Probe::default());
+        let capped = probe.inner.insert_token(
+            "capped",
+            key("key_capped", "ws").with_max_cache_age(Duration::from_millis(100)),
+        );
+        let cache = CachedStore::new(Arc::clone(&probe));
+        assert!(cache.resolve(&presented(&capped)).await.unwrap().is_some());
+        assert!(cache.cached(&capped).is_some());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(cache.cached(&capped).is_none(), "max_cache_age elapsed");
+        assert!(cache.resolve(&presented(&capped)).await.unwrap().is_some());
+        assert_eq!(calls(&cache), 2);
     }
 
     #[tokio::test]
@@ -719,7 +773,7 @@ mod tests {
         let cache = CachedStore::new(Arc::clone(&probe));
         let warm = |cache: CachedStore<Arc<Probe>>| async move {
             for h in [a1, a2, b, c] {
-                cache.resolve(&h).await.unwrap();
+                cache.resolve(&presented(&h)).await.unwrap();
             }
         };
         warm(cache.clone()).await;
@@ -750,7 +804,7 @@ mod tests {
         let cache = CachedStore::new(Arc::clone(&probe));
         let lookup = tokio::spawn({
             let cache = cache.clone();
-            async move { cache.resolve(&hash).await }
+            async move { cache.resolve(&presented(&hash)).await }
         });
         tokio::time::sleep(Duration::from_millis(30)).await;
         // The store was read before the revocation; the lookup still returns it …
@@ -758,7 +812,7 @@ mod tests {
         cache.invalidate_credential("key_r");
         assert!(lookup.await.unwrap().unwrap().is_some());
         // … but it was not cached.
-        assert!(cache.resolve(&hash).await.unwrap().is_none());
+        assert!(cache.resolve(&presented(&hash)).await.unwrap().is_none());
         assert_eq!(calls(&cache), 2);
     }
 
@@ -768,7 +822,8 @@ mod tests {
         let hash = probe.inner.insert_token("t", key("key_1", "ws"));
         probe.fail.store(true, Ordering::SeqCst);
         let cache = CachedStore::new(Arc::clone(&probe));
-        let results = futures_join_all((0..10).map(|_| cache.resolve(&hash))).await;
+        let token = presented(&hash);
+        let results = futures_join_all((0..10).map(|_| cache.resolve(&token))).await;
         for r in &results {
             assert_eq!(
                 r.as_ref().unwrap_err().to_string(),
@@ -781,7 +836,7 @@ mod tests {
             "neither positive nor negative"
         );
         probe.fail.store(false, Ordering::SeqCst);
-        assert!(cache.resolve(&hash).await.unwrap().is_some());
+        assert!(cache.resolve(&presented(&hash)).await.unwrap().is_some());
     }
 
     #[tokio::test]
@@ -790,7 +845,7 @@ mod tests {
         let cache = CachedStore::builder(Arc::clone(&probe))
             .store_timeout(Some(Duration::from_millis(50)))
             .build();
-        let err = cache.resolve(&TokenHash::of("t")).await.unwrap_err();
+        let err = cache.resolve(&PresentedToken::new("t")).await.unwrap_err();
         assert!(err.is_timeout());
         assert_eq!(err.to_string(), "credential store timed out");
         assert_eq!(cache.stats().errors, 1);

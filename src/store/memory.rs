@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::{CredentialStore, StoreError};
-use crate::credential::{Credential, CredentialKind, TokenHash};
+use crate::credential::{Credential, CredentialKind, PresentedToken, TokenHash};
 use crate::scope::{ScopeError, ScopeSet};
 
 /// An in-process credential store keyed by token hash.
@@ -24,7 +24,9 @@ use crate::scope::{ScopeError, ScopeSet};
 /// # Example
 ///
 /// ```
-/// use scopegate::{Credential, CredentialKind, CredentialStore, MemoryStore, ScopeSet, TokenHash};
+/// use scopegate::{
+///     Credential, CredentialKind, CredentialStore, MemoryStore, PresentedToken, ScopeSet, TokenHash,
+/// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,9 +47,10 @@ use crate::scope::{ScopeError, ScopeSet};
 /// );
 ///
 /// let hash = TokenHash::of("ohk_demo_contacts_read");
-/// assert_eq!(store.resolve(&hash).await?.unwrap().id(), "key_1");
+/// let token = PresentedToken::new("ohk_demo_contacts_read");
+/// assert_eq!(store.resolve(&token).await?.unwrap().id(), "key_1");
 /// assert_eq!(store.revoke_credential("key_1"), vec![hash]);
-/// assert!(store.resolve(&hash).await?.is_none());
+/// assert!(store.resolve(&token).await?.is_none());
 /// # Ok(())
 /// # }
 /// ```
@@ -74,6 +77,11 @@ impl MemoryStore {
     /// Stores `credential` under `hash`, returning what was there before.
     pub fn insert(&self, hash: TokenHash, credential: Credential) -> Option<Credential> {
         self.write().insert(hash, credential)
+    }
+
+    /// The credential stored for `hash`, if any.
+    pub fn get(&self, hash: &TokenHash) -> Option<Credential> {
+        self.read().get(hash).cloned()
     }
 
     /// Hashes `token` and stores `credential` under the hash. The token itself
@@ -191,8 +199,8 @@ impl fmt::Debug for MemoryStore {
 
 #[async_trait]
 impl CredentialStore for MemoryStore {
-    async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
-        Ok(self.read().get(hash).cloned())
+    async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+        Ok(self.get(token.hash()))
     }
 }
 
@@ -298,7 +306,7 @@ mod tests {
             r#","client_id":"app_9","scopes":["contacts:read"],"entitlements":["api-access"],"expires_at":{exp}"#
         )))
         .unwrap();
-        let c = store.resolve(&TokenHash::of("t")).await.unwrap().unwrap();
+        let c = store.get(&TokenHash::of("t")).unwrap();
         assert_eq!(c.id(), "key_1");
         assert_eq!(c.account_id(), "ws_acme");
         assert_eq!(
@@ -370,12 +378,7 @@ mod tests {
             store.set_account_entitlements("ws_1", Vec::<String>::new()),
             2
         );
-        assert!(!store
-            .resolve(&a)
-            .await
-            .unwrap()
-            .unwrap()
-            .has_entitlement("api-access"));
+        assert!(!store.get(&a).unwrap().has_entitlement("api-access"));
         assert_eq!(store.revoke(&b).unwrap().id(), "key_b");
         assert!(store.revoke(&b).is_none());
         assert_eq!(store.revoke_credential("key_a"), vec![a]);

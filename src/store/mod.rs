@@ -9,7 +9,9 @@
 //!
 //! ```
 //! use async_trait::async_trait;
-//! use scopegate::{Credential, CredentialKind, CredentialStore, ScopeSet, StoreError, TokenHash};
+//! use scopegate::{
+//!     Credential, CredentialKind, CredentialStore, PresentedToken, ScopeSet, StoreError, TokenHash,
+//! };
 //!
 //! struct OneKey {
 //!     hash: TokenHash,
@@ -17,8 +19,8 @@
 //!
 //! #[async_trait]
 //! impl CredentialStore for OneKey {
-//!     async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
-//!         if *hash != self.hash {
+//!     async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+//!         if *token.hash() != self.hash {
 //!             return Ok(None);
 //!         }
 //!         let scopes = ScopeSet::parse(["contacts:read"]).map_err(StoreError::new)?;
@@ -33,9 +35,9 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let store = OneKey { hash: TokenHash::of("secret") };
-//! let found = store.resolve(&TokenHash::of("secret")).await.unwrap();
+//! let found = store.resolve(&PresentedToken::new("secret")).await.unwrap();
 //! assert_eq!(found.unwrap().id(), "key_1");
-//! assert!(store.resolve(&TokenHash::of("other")).await.unwrap().is_none());
+//! assert!(store.resolve(&PresentedToken::new("other")).await.unwrap().is_none());
 //! # }
 //! ```
 
@@ -45,7 +47,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::credential::{Credential, TokenHash};
+use crate::credential::{Credential, PresentedToken};
 
 mod cached;
 mod memory;
@@ -58,7 +60,10 @@ pub use memory::{LoadError, MemoryStore};
 /// `Box<dyn Error + Send + Sync>`, as in tower.
 pub type BoxError = Box<dyn Error + Send + Sync>;
 
-/// Resolves a token hash to the credential it stands for.
+/// Resolves a presented token to the credential it stands for.
+///
+/// Stores that keep tokens look them up by [`PresentedToken::hash`]; stores
+/// that verify tokens (JWTs, introspection) read [`PresentedToken::secret`].
 ///
 /// Return `Ok(None)` for an unknown or revoked token (the client gets 401) and
 /// `Err` when the store cannot answer (the client gets 503; a store error never
@@ -68,25 +73,25 @@ pub type BoxError = Box<dyn Error + Send + Sync>;
 /// See the [module docs](crate::store) for an example.
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
-    /// Looks up the credential for `hash`.
+    /// Looks up the credential for `token`.
     ///
     /// # Errors
     ///
     /// A [`StoreError`] when the backend is unreachable or fails.
-    async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError>;
+    async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError>;
 }
 
 #[async_trait]
 impl<T: CredentialStore + ?Sized> CredentialStore for Arc<T> {
-    async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
-        (**self).resolve(hash).await
+    async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+        (**self).resolve(token).await
     }
 }
 
 #[async_trait]
 impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
-    async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
-        (**self).resolve(hash).await
+    async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+        (**self).resolve(token).await
     }
 }
 

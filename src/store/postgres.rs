@@ -40,7 +40,7 @@ use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
 use super::{CachedStore, CredentialStore, StoreError};
-use crate::credential::{Credential, CredentialKind, TokenHash};
+use crate::credential::{Credential, CredentialKind, PresentedToken, TokenHash};
 use crate::key::ApiKey;
 use crate::scope::{Scope, ScopeError, ScopeSet};
 
@@ -595,7 +595,8 @@ const RESOLVE: &str = "
 
 #[async_trait]
 impl CredentialStore for PgCredentialStore {
-    async fn resolve(&self, hash: &TokenHash) -> Result<Option<Credential>, StoreError> {
+    async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+        let hash = token.hash();
         let row = sqlx::query(RESOLVE)
             .bind(&hash.as_bytes()[..])
             .fetch_optional(&self.pool)
