@@ -124,9 +124,11 @@ pub use service::{Guarded, ResponseFuture};
 pub use store::postgres::{
     ApiKeyRecord, InvalidationListener, NewKey, PgCredentialStore, PgStoreError,
 };
+#[cfg(any(feature = "jwt", feature = "introspection"))]
+pub use store::OAuthConfigError;
 pub use store::{
-    BoxError, CacheStats, CachedStore, CachedStoreBuilder, CredentialStore, LoadError, MemoryStore,
-    StoreError,
+    BoxError, CacheStats, CachedStore, CachedStoreBuilder, ChainStore, CredentialStore,
+    EntitlementSource, LoadError, MemoryStore, StoreError, TokenShape,
 };
 
 /// The README's Rust examples, compiled as doctests so they stay true (with

@@ -98,6 +98,21 @@ impl Scope {
         Ok(Scope(i))
     }
 
+    /// The scope named `name` if this process already knows it (a route, a
+    /// catalog or a key named it), without interning anything: for scopes
+    /// read from tokens, which must not grow the registry. A scope that no
+    /// route names cannot satisfy any requirement, so dropping it loses
+    /// nothing.
+    #[cfg(any(feature = "jwt", feature = "introspection"))]
+    pub(crate) fn known(name: &str) -> Option<Self> {
+        REGISTRY
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .index
+            .get(name)
+            .map(|&i| Scope(i))
+    }
+
     /// The scope's text, e.g. `"contacts:write"`.
     pub fn as_str(self) -> &'static str {
         REGISTRY

@@ -476,11 +476,11 @@ async fn two_example_servers_share_keys_and_revocations() {
             .connect_with(db.admin.clone().database(&db.name))
     };
     // One after the other: the first runs the migrations and seeds.
-    let app_a = app::App::with_postgres("admin", pool().await.unwrap())
+    let app_a = app::App::with_postgres("admin", pool().await.unwrap(), None)
         .await
         .unwrap();
     let a = common::serve(app_a.router().unwrap()).await;
-    let app_b = app::App::with_postgres("admin", pool().await.unwrap())
+    let app_b = app::App::with_postgres("admin", pool().await.unwrap(), None)
         .await
         .unwrap();
     let b = common::serve(app_b.router().unwrap()).await;

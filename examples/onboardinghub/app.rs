@@ -16,7 +16,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 #[cfg(feature = "postgres")]
 use scopegate::PgCredentialStore;
-use scopegate::{ApiKey, CachedStore, ConfigError, Gate, MemoryStore, ScopeLayer, TokenHash};
+use scopegate::{
+    ApiKey, CachedStore, ChainStore, ConfigError, Gate, MemoryStore, ScopeLayer, TokenHash,
+};
 use serde_json::{json, Map, Value};
 
 use crate::demo::{credential, DEMO_KEYS, SCOPES, WORKSPACE};
@@ -34,16 +36,94 @@ pub struct App {
 enum Keys {
     Memory {
         store: MemoryStore,
-        cache: CachedStore<MemoryStore>,
+        cache: CachedStore<ChainStore>,
         registry: Arc<Mutex<BTreeMap<String, KeyRecord>>>,
     },
     #[cfg(feature = "postgres")]
     Postgres {
         store: PgCredentialStore,
-        cache: CachedStore<PgCredentialStore>,
+        cache: CachedStore<ChainStore>,
         _listener: Arc<scopegate::InvalidationListener>,
     },
 }
+
+/// OAuth 2.0 access tokens from one authorization server, accepted next to
+/// API keys (features `jwt` and `introspection`): JWTs are verified against
+/// its JWKS, opaque tokens introspected.
+#[cfg(all(feature = "jwt", feature = "introspection"))]
+#[derive(Clone, Debug)]
+pub struct OAuth {
+    /// The issuer, exactly as in its tokens' `iss`.
+    pub issuer: String,
+    /// This API's resource identifier: the tokens' `aud`.
+    pub audience: String,
+    /// The issuer's JWKS.
+    pub jwks_uri: String,
+    /// The issuer's RFC 7662 endpoint.
+    pub introspection_endpoint: String,
+    /// This API's client at the issuer, for introspection calls.
+    pub client_id: String,
+    /// Its secret.
+    pub client_secret: String,
+    /// The claim naming the workspace.
+    pub account_claim: String,
+    /// Least time between JWKS refreshes caused by unknown `kid`s.
+    pub refresh_interval: std::time::Duration,
+    /// How long an introspection answer is cached: the revocation window.
+    pub introspection_max_age: std::time::Duration,
+}
+
+#[cfg(all(feature = "jwt", feature = "introspection"))]
+impl OAuth {
+    /// The settings for `issuer` with the reference API's defaults: the
+    /// oidc-provider paths `/jwks` and `/token/introspection`, the client
+    /// `onboardinghub-api`, and the claim `workspace_id`.
+    pub fn new(issuer: &str, client_secret: &str) -> Self {
+        let issuer = issuer.trim_end_matches('/');
+        OAuth {
+            issuer: issuer.to_owned(),
+            audience: "https://api.onboardinghub.test".to_owned(),
+            jwks_uri: format!("{issuer}/jwks"),
+            introspection_endpoint: format!("{issuer}/token/introspection"),
+            client_id: "onboardinghub-api".to_owned(),
+            client_secret: client_secret.to_owned(),
+            account_claim: "workspace_id".to_owned(),
+            refresh_interval: std::time::Duration::from_secs(30),
+            introspection_max_age: std::time::Duration::from_secs(30),
+        }
+    }
+
+    /// API keys to `keys`, JWTs to a `JwtStore`, opaque tokens to an
+    /// `IntrospectionStore`; both read plans from `plans`.
+    fn chain(
+        &self,
+        keys: impl scopegate::CredentialStore + 'static,
+        plans: impl scopegate::EntitlementSource + 'static,
+    ) -> Result<ChainStore, scopegate::OAuthConfigError> {
+        use scopegate::store::{introspection::IntrospectionStore, jwt::JwtStore};
+        let plans = Arc::new(plans);
+        let jwt = JwtStore::builder(&self.issuer, &self.audience)
+            .jwks_uri(&self.jwks_uri)
+            .account_claim(&self.account_claim)
+            .refresh_interval(self.refresh_interval)
+            .leeway(std::time::Duration::from_secs(5))
+            .entitlements(Arc::clone(&plans))
+            .build()?;
+        let opaque = IntrospectionStore::builder(&self.introspection_endpoint, &self.audience)
+            .client_credentials(&self.client_id, &self.client_secret)
+            .account_field(&self.account_claim)
+            .max_cache_age(self.introspection_max_age)
+            .entitlements(plans)
+            .build()?;
+        Ok(ChainStore::new().api_keys(keys).jwt(jwt).opaque(opaque))
+    }
+}
+
+/// The settings of OAuth support; nothing without the `jwt` and
+/// `introspection` features.
+#[cfg(not(all(feature = "jwt", feature = "introspection")))]
+#[derive(Clone, Debug)]
+pub enum OAuth {}
 
 /// What developer settings show of a key: never its token.
 #[derive(Clone)]
@@ -56,6 +136,24 @@ impl App {
     /// The app with the demo keys in memory; `admin_token` guards
     /// `/developer/keys`.
     pub fn new(admin_token: &str) -> Self {
+        let keys_only = |keys: MemoryStore, _| {
+            Ok::<_, std::convert::Infallible>(ChainStore::new().api_keys(keys))
+        };
+        match Self::in_memory(admin_token, keys_only) {
+            Ok(app) => app,
+            Err(never) => match never {},
+        }
+    }
+
+    /// [`new`](Self::new), also accepting OAuth tokens when `oauth` is set.
+    pub fn with_oauth(admin_token: &str, oauth: Option<&OAuth>) -> Result<Self, OAuthError> {
+        Self::in_memory(admin_token, |keys, plans| chain(keys, plans, oauth))
+    }
+
+    fn in_memory<E>(
+        admin_token: &str,
+        chain: impl FnOnce(MemoryStore, Plans) -> Result<ChainStore, E>,
+    ) -> Result<Self, E> {
         let store = crate::demo::store();
         let registry = DEMO_KEYS
             .iter()
@@ -67,15 +165,26 @@ impl App {
                 (demo.id.to_owned(), record)
             })
             .collect();
+        let plans: Plans = DEMO_KEYS
+            .iter()
+            .map(|demo| {
+                let plan = if demo.api_access {
+                    vec![scopegate::API_ACCESS.to_owned()]
+                } else {
+                    vec![]
+                };
+                (demo.workspace.to_owned(), plan)
+            })
+            .collect();
         let keys = Keys::Memory {
-            cache: CachedStore::new(store.clone()),
+            cache: CachedStore::new(chain(store.clone(), plans)?),
             store,
             registry: Arc::new(Mutex::new(registry)),
         };
-        App {
+        Ok(App {
             keys,
             admin: TokenHash::of(admin_token),
-        }
+        })
     }
 
     /// The app with its keys in PostgreSQL: runs the migrations, seeds the
@@ -85,7 +194,8 @@ impl App {
     pub async fn with_postgres(
         admin_token: &str,
         pool: sqlx::PgPool,
-    ) -> Result<Self, scopegate::PgStoreError> {
+        oauth: Option<&OAuth>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let store = PgCredentialStore::new(pool);
         store.migrate().await?;
         for (plan, entitlements) in [("pro", &["api-access"][..]), ("free", &[][..])] {
@@ -111,7 +221,7 @@ impl App {
                 .import_key(demo.id, demo.workspace, demo.name, &hash, demo.scopes)
                 .await?;
         }
-        let cache = CachedStore::new(store.clone());
+        let cache = CachedStore::new(chain(store.clone(), store.clone(), oauth)?);
         let listener =
             store.spawn_invalidation_listener(cache.clone(), std::time::Duration::from_secs(1));
         let keys = Keys::Postgres {
@@ -208,6 +318,33 @@ impl App {
             .with_state(self.clone());
 
         Ok(api.merge(developer).merge(open))
+    }
+}
+
+/// The demo workspaces' plan entitlements, for OAuth tokens.
+type Plans = std::collections::HashMap<String, Vec<String>>;
+
+/// A bad OAuth setting (never, without the OAuth features).
+#[cfg(all(feature = "jwt", feature = "introspection"))]
+pub type OAuthError = scopegate::OAuthConfigError;
+/// A bad OAuth setting (never, without the OAuth features).
+#[cfg(not(all(feature = "jwt", feature = "introspection")))]
+pub type OAuthError = std::convert::Infallible;
+
+/// The store behind the cache: API keys from `keys`, and OAuth tokens when
+/// configured, with workspaces' plans from `plans`.
+#[allow(unused_variables)]
+fn chain(
+    keys: impl scopegate::CredentialStore + 'static,
+    plans: impl scopegate::EntitlementSource + 'static,
+    oauth: Option<&OAuth>,
+) -> Result<ChainStore, OAuthError> {
+    match oauth {
+        #[cfg(all(feature = "jwt", feature = "introspection"))]
+        Some(oauth) => oauth.chain(keys, plans),
+        #[cfg(not(all(feature = "jwt", feature = "introspection")))]
+        Some(never) => match *never {},
+        None => Ok(ChainStore::new().api_keys(keys)),
     }
 }
 

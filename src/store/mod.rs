@@ -50,12 +50,22 @@ use async_trait::async_trait;
 use crate::credential::{Credential, PresentedToken};
 
 mod cached;
+mod chain;
+#[cfg(feature = "introspection")]
+pub mod introspection;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 mod memory;
+#[cfg(any(feature = "jwt", feature = "introspection"))]
+mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
 pub use cached::{CacheStats, CachedStore, CachedStoreBuilder};
+pub use chain::{ChainStore, TokenShape};
 pub use memory::{LoadError, MemoryStore};
+#[cfg(any(feature = "jwt", feature = "introspection"))]
+pub use oauth::OAuthConfigError;
 
 /// `Box<dyn Error + Send + Sync>`, as in tower.
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -92,6 +102,58 @@ impl<T: CredentialStore + ?Sized> CredentialStore for Arc<T> {
 impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
     async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
         (**self).resolve(token).await
+    }
+}
+
+/// Where stores of OAuth tokens find an account's plan entitlements.
+///
+/// An OAuth access token names its account (a claim of a JWT, a field of an
+/// introspection response) but not the account's plan; [`JwtStore`] and
+/// [`IntrospectionStore`] ask this source. They call it on a cache miss only:
+/// the entitlements are cached with the credential, and dropped with it by
+/// [`CachedStore::invalidate_account`].
+///
+/// Implemented for a `HashMap` of account ids to entitlements, for `Arc`s of
+/// sources, and (feature `postgres`) for `PgCredentialStore`, which reads the
+/// account's plan.
+///
+/// [`JwtStore`]: crate::store::jwt::JwtStore
+/// [`IntrospectionStore`]: crate::store::introspection::IntrospectionStore
+///
+/// ```
+/// use std::collections::HashMap;
+/// use scopegate::store::EntitlementSource;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), scopegate::StoreError> {
+/// let plans = HashMap::from([("ws_acme".to_owned(), vec!["api-access".to_owned()])]);
+/// assert_eq!(plans.entitlements("ws_acme").await?, ["api-access"]);
+/// assert!(plans.entitlements("ws_unknown").await?.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+#[async_trait]
+pub trait EntitlementSource: Send + Sync {
+    /// The entitlements of `account_id`'s plan; empty for an unknown account
+    /// (its requests get 403 `forbidden`).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the source cannot answer (the client gets 503).
+    async fn entitlements(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
+}
+
+#[async_trait]
+impl EntitlementSource for std::collections::HashMap<String, Vec<String>> {
+    async fn entitlements(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.get(account_id).cloned().unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl<T: EntitlementSource + ?Sized> EntitlementSource for Arc<T> {
+    async fn entitlements(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        (**self).entitlements(account_id).await
     }
 }
 

@@ -39,7 +39,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
-use super::{CachedStore, CredentialStore, StoreError};
+use super::{CachedStore, CredentialStore, EntitlementSource, StoreError};
 use crate::credential::{Credential, CredentialKind, PresentedToken, TokenHash};
 use crate::key::ApiKey;
 use crate::scope::{Scope, ScopeError, ScopeSet};
@@ -592,6 +592,24 @@ const RESOLVE: &str = "
     WHERE k.token_sha256 = $1
       AND k.revoked_at IS NULL
       AND (k.expires_at IS NULL OR k.expires_at > now())";
+
+/// An account's plan entitlements, for OAuth tokens
+/// ([`EntitlementSource`]): one indexed query. Plan changes reach cached
+/// OAuth credentials through the same `account:` notifications as keys.
+#[async_trait]
+impl EntitlementSource for PgCredentialStore {
+    async fn entitlements(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT e.entitlement FROM scopegate_accounts a
+             JOIN scopegate_plan_entitlements e ON e.plan_id = a.plan_id
+             WHERE a.id = $1 ORDER BY e.entitlement",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::new)
+    }
+}
 
 #[async_trait]
 impl CredentialStore for PgCredentialStore {

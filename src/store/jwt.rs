@@ -1,0 +1,655 @@
+//! JWT access tokens (RFC 9068), verified against the issuer's JWKS
+//! (feature `jwt`).
+//!
+//! [`JwtStore`] checks a token's signature and claims on a cache miss; the
+//! [`CachedStore`](crate::CachedStore) in front keeps the credential, keyed by
+//! the token's hash and never past its `exp`, so later requests skip the
+//! signature check.
+//!
+//! # Example
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::time::Duration;
+//! use scopegate::store::jwt::{JwsAlgorithm, JwtStore};
+//! use scopegate::{CachedStore, ChainStore, CredentialStore, Gate, PresentedToken};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let plans = HashMap::from([("ws_acme".to_owned(), vec!["api-access".to_owned()])]);
+//! let jwt = JwtStore::builder("https://auth.onboardinghub.test", "https://api.onboardinghub.test")
+//!     .jwks_uri("https://auth.onboardinghub.test/jwks")
+//!     .algorithms([JwsAlgorithm::RS256, JwsAlgorithm::ES256])
+//!     .account_claim("workspace_id")
+//!     .leeway(Duration::from_secs(30))
+//!     .entitlements(plans)
+//!     .build()?;
+//!
+//! // Not a JWT at all: refused without fetching any key.
+//! assert!(jwt.resolve(&PresentedToken::new("eyJub3QiOiJhIGp3dCJ9.e30.c2ln")).await?.is_none());
+//!
+//! let gate = Gate::new(CachedStore::new(ChainStore::new().jwt(jwt)));
+//! # let _ = gate;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What is checked
+//!
+//! - the header: `typ` is `at+jwt` (or `application/at+jwt`; configurable
+//!   with [`typ`](JwtStoreBuilder::typ)), `alg` is one of the
+//!   [`algorithms`](JwtStoreBuilder::algorithms) allowed (asymmetric only:
+//!   `none` and the HMAC algorithms cannot be named), and the key is one of the
+//!   JWKS's signature keys for that algorithm;
+//! - the signature;
+//! - the claims RFC 9068 requires: `iss` equal to the issuer, `aud` containing
+//!   the audience, `exp` and `nbf` (with the leeway), `iat` not in the future,
+//!   `sub`, `client_id` and `jti`; and the account claim.
+//!
+//! Anything else is "not found": the client gets 401 `invalid_token`.
+//!
+//! # Keys
+//!
+//! The JWKS is fetched on first use and kept for
+//! [`keys_ttl`](JwtStoreBuilder::keys_ttl). A token signed with a `kid` the
+//! set lacks (the issuer rotated its keys) triggers a refresh, but at most one
+//! per [`refresh_interval`](JwtStoreBuilder::refresh_interval), and only one
+//! at a time: forged `kid`s cannot make a refresh storm. A failed fetch keeps
+//! the last good keys and is retried with exponential backoff (1 s doubling to
+//! 60 s); while no key can be had, lookups fail with a store error (503),
+//! never with a grant.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+
+use super::oauth::{self, Grant, OAuthConfigError};
+use super::{CredentialStore, EntitlementSource, StoreError};
+use crate::credential::{Credential, PresentedToken};
+
+const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+const MAX_LEEWAY: Duration = Duration::from_secs(300);
+const DEFAULT_KEYS_TTL: Duration = Duration::from_secs(600);
+const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A JWS signature algorithm a [`JwtStore`] may accept. Only asymmetric
+/// algorithms exist here: an access token verified with a shared secret could
+/// be minted by anyone holding it, and `none` is not an algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[allow(clippy::upper_case_acronyms)]
+pub enum JwsAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256: the one RFC 9068 requires.
+    RS256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    RS384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    RS512,
+    /// RSASSA-PSS with SHA-256.
+    PS256,
+    /// RSASSA-PSS with SHA-384.
+    PS384,
+    /// RSASSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA with P-256 and SHA-256.
+    ES256,
+    /// ECDSA with P-384 and SHA-384.
+    ES384,
+    /// EdDSA with Ed25519.
+    EdDSA,
+}
+
+impl JwsAlgorithm {
+    fn algorithm(self) -> Algorithm {
+        match self {
+            JwsAlgorithm::RS256 => Algorithm::RS256,
+            JwsAlgorithm::RS384 => Algorithm::RS384,
+            JwsAlgorithm::RS512 => Algorithm::RS512,
+            JwsAlgorithm::PS256 => Algorithm::PS256,
+            JwsAlgorithm::PS384 => Algorithm::PS384,
+            JwsAlgorithm::PS512 => Algorithm::PS512,
+            JwsAlgorithm::ES256 => Algorithm::ES256,
+            JwsAlgorithm::ES384 => Algorithm::ES384,
+            JwsAlgorithm::EdDSA => Algorithm::EdDSA,
+        }
+    }
+}
+
+/// Verifies RFC 9068 JWT access tokens. See the [module docs](self).
+///
+/// Cheap to clone: clones share the key cache.
+#[derive(Clone)]
+pub struct JwtStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    typ: Box<str>,
+    /// One validation per allowed algorithm: issuer, audience, leeway, and
+    /// the required claims are set once.
+    validations: Vec<(Algorithm, Validation)>,
+    leeway: u64,
+    account_claim: Box<str>,
+    entitlements: Arc<dyn EntitlementSource>,
+    keys: Keys,
+}
+
+impl JwtStore {
+    /// Starts configuring a store for tokens that `issuer` issues for
+    /// `audience` (this API's resource identifier).
+    pub fn builder(issuer: &str, audience: &str) -> JwtStoreBuilder {
+        JwtStoreBuilder {
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            source: None,
+            algorithms: vec![JwsAlgorithm::RS256],
+            typ: "at+jwt".into(),
+            leeway: DEFAULT_LEEWAY,
+            account_claim: "sub".into(),
+            entitlements: None,
+            client: None,
+            timeout: oauth::DEFAULT_HTTP_TIMEOUT,
+            keys_ttl: DEFAULT_KEYS_TTL,
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+        }
+    }
+
+    /// How many times the JWKS was fetched (successfully or not).
+    pub fn jwks_fetches(&self) -> u64 {
+        self.inner.keys.fetches.load(Ordering::Relaxed)
+    }
+
+    async fn verify(&self, token: &str) -> Result<Option<Credential>, StoreError> {
+        let inner = &*self.inner;
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return refused("malformed");
+        };
+        let Some((_, validation)) = inner.validations.iter().find(|(a, _)| *a == header.alg) else {
+            return refused("algorithm not allowed");
+        };
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|typ| typ_matches(typ, &inner.typ))
+        {
+            return refused("typ");
+        }
+        let Some(key) = inner.keys.find(header.kid.as_deref(), header.alg).await? else {
+            return refused("no key for kid");
+        };
+        let claims = match jsonwebtoken::decode::<Map<String, Value>>(
+            token,
+            &key.decoding,
+            validation,
+        ) {
+            Ok(data) => data.claims,
+            Err(_error) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(target: "scopegate::jwt", reason = ?_error.kind(), "JWT refused");
+                return Ok(None);
+            }
+        };
+        match claims.get("iat").and_then(Value::as_u64) {
+            Some(iat) if iat <= oauth::now_secs() + inner.leeway => {}
+            _ => return refused("iat missing or in the future"),
+        }
+        let Some(jti) = claims.get("jti").and_then(Value::as_str) else {
+            return refused("jti missing");
+        };
+        let Some(grant) = Grant::from_claims(jti.to_owned(), &claims, &inner.account_claim) else {
+            return refused("client_id or account claim missing");
+        };
+        grant.into_credential(&*inner.entitlements).await.map(Some)
+    }
+}
+
+#[async_trait]
+impl CredentialStore for JwtStore {
+    async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+        self.verify(token.secret()).await
+    }
+}
+
+impl fmt::Debug for JwtStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtStore")
+            .field("typ", &self.inner.typ)
+            .field("account_claim", &self.inner.account_claim)
+            .field("jwks_fetches", &self.jwks_fetches())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Refuses the token (401). The reason is logged at DEBUG, never the token.
+fn refused(_reason: &'static str) -> Result<Option<Credential>, StoreError> {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "scopegate::jwt", reason = _reason, "JWT refused");
+    Ok(None)
+}
+
+/// RFC 9068 §4: `at+jwt`, or with the `application/` prefix, any case.
+fn typ_matches(typ: &str, expected: &str) -> bool {
+    let bare = |t: &str| {
+        t.get(..12)
+            .filter(|p| p.eq_ignore_ascii_case("application/"))
+            .map_or(t, |_| &t[12..])
+            .to_owned()
+    };
+    bare(typ).eq_ignore_ascii_case(&bare(expected))
+}
+
+/// Configures a [`JwtStore`]; start with [`JwtStore::builder`].
+#[must_use]
+pub struct JwtStoreBuilder {
+    issuer: String,
+    audience: String,
+    source: Option<Source>,
+    algorithms: Vec<JwsAlgorithm>,
+    typ: Box<str>,
+    leeway: Duration,
+    account_claim: Box<str>,
+    entitlements: Option<Arc<dyn EntitlementSource>>,
+    client: Option<reqwest::Client>,
+    timeout: Duration,
+    keys_ttl: Duration,
+    refresh_interval: Duration,
+}
+
+enum Source {
+    Uri(String),
+    Static(String),
+}
+
+impl JwtStoreBuilder {
+    /// Where the issuer publishes its keys (its metadata's `jwks_uri`).
+    pub fn jwks_uri(mut self, uri: &str) -> Self {
+        self.source = Some(Source::Uri(uri.to_owned()));
+        self
+    }
+
+    /// A fixed JWKS document instead of a `jwks_uri`: never refreshed.
+    pub fn jwks_json(mut self, jwks: &str) -> Self {
+        self.source = Some(Source::Static(jwks.to_owned()));
+        self
+    }
+
+    /// The algorithms to accept (default: RS256 only).
+    pub fn algorithms(mut self, algorithms: impl IntoIterator<Item = JwsAlgorithm>) -> Self {
+        self.algorithms = algorithms.into_iter().collect();
+        self
+    }
+
+    /// The header `typ` to require (default `at+jwt`, as RFC 9068 says), for
+    /// issuers that send `JWT`. Compared without case and without an
+    /// `application/` prefix.
+    pub fn typ(mut self, typ: &str) -> Self {
+        self.typ = typ.into();
+        self
+    }
+
+    /// Clock skew allowed on `exp`, `nbf` and `iat` (default 30 s, at most
+    /// 5 minutes).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The claim that names the account (workspace) the token acts for
+    /// (default `sub`). It must be a non-empty string.
+    pub fn account_claim(mut self, claim: &str) -> Self {
+        self.account_claim = claim.into();
+        self
+    }
+
+    /// Where the account's plan entitlements come from. Required.
+    pub fn entitlements(mut self, source: impl EntitlementSource + 'static) -> Self {
+        self.entitlements = Some(Arc::new(source));
+        self
+    }
+
+    /// The HTTP client for JWKS fetches, e.g. one with your TLS settings.
+    /// By default a client without redirects and with
+    /// [`timeout`](Self::timeout) is built. HTTPS needs a TLS backend: the
+    /// `rustls` feature, or one enabled on `reqwest` by your application.
+    pub fn http_client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The timeout of a JWKS fetch with the default client (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long fetched keys are used before being fetched again (default
+    /// 10 minutes). When a fetch fails, the old keys stay in use.
+    pub fn keys_ttl(mut self, ttl: Duration) -> Self {
+        self.keys_ttl = ttl;
+        self
+    }
+
+    /// The least time between two fetches after a success (default 30 s):
+    /// the bound on refreshes caused by unknown `kid`s.
+    pub fn refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
+        self
+    }
+
+    /// Builds the store. Nothing is fetched yet.
+    ///
+    /// # Errors
+    ///
+    /// [`OAuthConfigError`] when the issuer or JWKS URI is not an http(s) URL,
+    /// no key source, algorithm or entitlement source was given, the leeway
+    /// is over 5 minutes, or a static JWKS has no usable signature key.
+    pub fn build(self) -> Result<JwtStore, OAuthConfigError> {
+        oauth::check_url(&self.issuer)?;
+        if self.audience.is_empty() {
+            return Err(OAuthConfigError::Missing("audience"));
+        }
+        if self.algorithms.is_empty() {
+            return Err(OAuthConfigError::Missing("algorithms"));
+        }
+        if self.leeway > MAX_LEEWAY {
+            return Err(OAuthConfigError::OutOfRange("leeway (at most 5 minutes)"));
+        }
+        let entitlements = self
+            .entitlements
+            .ok_or(OAuthConfigError::Missing("entitlements"))?;
+        let leeway = self.leeway.as_secs();
+        let validations = self
+            .algorithms
+            .iter()
+            .map(|a| {
+                let alg = a.algorithm();
+                let mut v = Validation::new(alg);
+                v.set_issuer(&[&self.issuer]);
+                v.set_audience(&[&self.audience]);
+                v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                v.validate_nbf = true;
+                v.leeway = leeway;
+                (alg, v)
+            })
+            .collect();
+        let (remote, current) = match self.source.ok_or(OAuthConfigError::Missing("jwks_uri"))? {
+            Source::Uri(uri) => {
+                let url = oauth::check_url(&uri)?;
+                let client = match self.client {
+                    Some(client) => client,
+                    None => oauth::http_client(self.timeout)?,
+                };
+                (Some(Remote { url, client }), KeySet::default())
+            }
+            Source::Static(json) => {
+                let value = serde_json::from_str(&json)
+                    .map_err(|e| OAuthConfigError::InvalidJwks(e.to_string()))?;
+                let set = KeySet::from_jwks(&value, 1)
+                    .map_err(|e| OAuthConfigError::InvalidJwks(e.to_string()))?;
+                (None, set)
+            }
+        };
+        Ok(JwtStore {
+            inner: Arc::new(Inner {
+                typ: self.typ,
+                validations,
+                leeway,
+                account_claim: self.account_claim,
+                entitlements,
+                keys: Keys {
+                    remote,
+                    current: RwLock::new(Arc::new(current)),
+                    refresh: Mutex::new(Refresh::default()),
+                    ttl: self.keys_ttl,
+                    refresh_interval: self.refresh_interval,
+                    fetches: AtomicU64::new(0),
+                },
+            }),
+        })
+    }
+}
+
+impl fmt::Debug for JwtStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtStoreBuilder")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("algorithms", &self.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The issuer's keys, fetched and cached.
+struct Keys {
+    /// `None` for a static JWKS.
+    remote: Option<Remote>,
+    current: RwLock<Arc<KeySet>>,
+    /// Held while fetching: one fetch at a time, and the rate limit's state.
+    refresh: Mutex<Refresh>,
+    ttl: Duration,
+    refresh_interval: Duration,
+    fetches: AtomicU64,
+}
+
+struct Remote {
+    url: reqwest::Url,
+    client: reqwest::Client,
+}
+
+#[derive(Default)]
+struct Refresh {
+    /// No fetch before this instant (after a success: the refresh interval;
+    /// after failures: the backoff).
+    not_before: Option<Instant>,
+    failures: u32,
+    /// Why the last fetch failed, while it is the latest word.
+    last_error: Option<StoreError>,
+}
+
+#[derive(Default)]
+struct KeySet {
+    keys: Vec<Arc<Key>>,
+    fetched_at: Option<Instant>,
+    /// Bumped by every successful fetch.
+    generation: u64,
+}
+
+struct Key {
+    kid: Option<String>,
+    /// The JWK's `alg`, when it names one.
+    alg: Option<Algorithm>,
+    decoding: DecodingKey,
+}
+
+impl KeySet {
+    /// The signature keys of a JWKS document. Symmetric (`oct`) keys, keys
+    /// for encryption and keys of unknown types are skipped.
+    fn from_jwks(jwks: &Value, generation: u64) -> Result<KeySet, StoreError> {
+        let entries = jwks
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| StoreError::new("JWKS has no \"keys\" array"))?;
+        let keys: Vec<Arc<Key>> = entries
+            .iter()
+            .filter(|jwk| {
+                jwk.get("use")
+                    .and_then(Value::as_str)
+                    .is_none_or(|u| u == "sig")
+            })
+            .filter_map(|jwk| {
+                let text = |name| jwk.get(name).and_then(Value::as_str);
+                let decoding = DecodingKey::from_jwk(&Jwk::deserialize(jwk).ok()?).ok()?;
+                if decoding.family() == jsonwebtoken::AlgorithmFamily::Hmac {
+                    return None;
+                }
+                Some(Arc::new(Key {
+                    kid: text("kid").map(str::to_owned),
+                    alg: text("alg").and_then(|a| Algorithm::from_str(a).ok()),
+                    decoding,
+                }))
+            })
+            .collect();
+        if keys.is_empty() {
+            return Err(StoreError::new("JWKS has no usable signature key"));
+        }
+        Ok(KeySet {
+            keys,
+            fetched_at: Some(Instant::now()),
+            generation,
+        })
+    }
+
+    /// The key for a token's `kid` and `alg`: of the algorithm's family, with
+    /// a matching `alg` if the JWK names one. Without a `kid`, only when
+    /// exactly one key fits.
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<Arc<Key>> {
+        let mut fits = self.keys.iter().filter(|key| {
+            key.decoding.family() == alg.family()
+                && key.alg.is_none_or(|a| a == alg)
+                && kid.is_none_or(|kid| key.kid.as_deref() == Some(kid))
+        });
+        let first = fits.next()?;
+        (kid.is_some() || fits.next().is_none()).then(|| Arc::clone(first))
+    }
+
+    fn is_fresh(&self, ttl: Duration) -> bool {
+        self.fetched_at.is_some_and(|at| at.elapsed() < ttl)
+    }
+}
+
+impl Keys {
+    fn current(&self) -> Arc<KeySet> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The key for `kid` and `alg`, refreshing the set when it is stale or
+    /// lacks the key, within the rate limit.
+    async fn find(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Option<Arc<Key>>, StoreError> {
+        let seen = self.current();
+        let found = seen.find(kid, alg);
+        let Some(remote) = &self.remote else {
+            return Ok(found);
+        };
+        if found.is_some() && seen.is_fresh(self.ttl) {
+            return Ok(found);
+        }
+        let mut refresh = self.refresh.lock().await;
+        let latest = self.current();
+        if latest.generation != seen.generation {
+            // Another lookup refreshed while this one waited.
+            if let Some(key) = latest.find(kid, alg) {
+                return Ok(Some(key));
+            }
+        }
+        if refresh.not_before.is_some_and(|t| Instant::now() < t) {
+            return match (latest.find(kid, alg), &refresh.last_error) {
+                (Some(key), _) => Ok(Some(key)),
+                (None, Some(error)) => Err(error.clone()),
+                (None, None) => Ok(None),
+            };
+        }
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        let fetched = oauth::fetch_json(remote.client.get(remote.url.clone()))
+            .await
+            .and_then(|jwks| KeySet::from_jwks(&jwks, latest.generation + 1));
+        match fetched {
+            Ok(set) => {
+                let set = Arc::new(set);
+                *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::clone(&set);
+                *refresh = Refresh {
+                    not_before: Some(Instant::now() + self.refresh_interval),
+                    failures: 0,
+                    last_error: None,
+                };
+                Ok(set.find(kid, alg))
+            }
+            Err(error) => {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(target: "scopegate::jwt", %error, failures = refresh.failures + 1, "JWKS fetch failed; keeping the last good keys");
+                refresh.failures = refresh.failures.saturating_add(1);
+                let backoff = Duration::from_secs(1 << refresh.failures.min(7).saturating_sub(1));
+                refresh.not_before = Some(Instant::now() + backoff.min(MAX_BACKOFF));
+                refresh.last_error = Some(error.clone());
+                match latest.find(kid, alg) {
+                    Some(key) => Ok(Some(key)),
+                    None => Err(error),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn typ_is_at_jwt_with_or_without_the_media_type_prefix() {
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/At+JWT",
+        ] {
+            assert!(typ_matches(typ, "at+jwt"), "{typ}");
+        }
+        for typ in ["JWT", "at+jwt2", "application/", "app/at+jwt", ""] {
+            assert!(!typ_matches(typ, "at+jwt"), "{typ}");
+        }
+        assert!(typ_matches("JWT", "jwt"));
+    }
+
+    #[test]
+    fn build_refuses_what_cannot_work() {
+        let base = || {
+            JwtStore::builder("https://issuer.test", "https://api.test")
+                .jwks_uri("https://issuer.test/jwks")
+                .entitlements(HashMap::<String, Vec<String>>::new())
+        };
+        assert!(base().build().is_ok());
+        let err = |b: JwtStoreBuilder| b.build().unwrap_err().to_string();
+        assert_eq!(
+            err(base().jwks_uri("ftp://issuer.test/jwks")),
+            r#""ftp://issuer.test/jwks" is not an absolute http or https URL"#
+        );
+        assert_eq!(
+            err(JwtStore::builder("issuer", "https://api.test").jwks_uri("https://i.test/j")),
+            r#""issuer" is not an absolute http or https URL"#
+        );
+        assert_eq!(err(base().algorithms([])), "algorithms is required");
+        assert_eq!(
+            err(base().leeway(Duration::from_secs(301))),
+            "leeway (at most 5 minutes) is out of range"
+        );
+        assert_eq!(
+            err(JwtStore::builder("https://i.test", "https://api.test")
+                .jwks_uri("https://i.test/j")),
+            "entitlements is required"
+        );
+        assert_eq!(
+            err(base().jwks_json(r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#)),
+            "invalid JWKS: credential store failed: JWKS has no usable signature key"
+        );
+        assert_eq!(
+            err(JwtStore::builder("https://i.test", "")
+                .jwks_uri("https://i.test/j")
+                .entitlements(HashMap::<String, Vec<String>>::new())),
+            "audience is required"
+        );
+    }
+}

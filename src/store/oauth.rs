@@ -1,0 +1,161 @@
+//! What the JWT and introspection stores share: configuration errors, the
+//! HTTP client, and turning a validated grant into a [`Credential`].
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value};
+
+use super::{EntitlementSource, StoreError};
+use crate::credential::{Credential, CredentialKind};
+use crate::scope::{Scope, ScopeSet};
+
+/// The default timeout of a call to the authorization server.
+pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a JWKS or introspection response may weigh.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// A JWT or introspection store was configured wrongly. Returned by `build`,
+/// so that a bad setting stops the program at startup rather than failing
+/// requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OAuthConfigError {
+    /// A URL (issuer, JWKS, introspection endpoint) is not an absolute
+    /// `http` or `https` URL.
+    InvalidUrl(String),
+    /// A required setting was not given.
+    Missing(&'static str),
+    /// A setting is out of its allowed range.
+    OutOfRange(&'static str),
+    /// The static JWKS document could not be read.
+    InvalidJwks(String),
+    /// The default HTTP client could not be built (its TLS backend failed).
+    HttpClient(String),
+}
+
+impl fmt::Display for OAuthConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OAuthConfigError::InvalidUrl(url) => {
+                write!(f, "{url:?} is not an absolute http or https URL")
+            }
+            OAuthConfigError::Missing(what) => write!(f, "{what} is required"),
+            OAuthConfigError::OutOfRange(what) => write!(f, "{what} is out of range"),
+            OAuthConfigError::InvalidJwks(why) => write!(f, "invalid JWKS: {why}"),
+            OAuthConfigError::HttpClient(why) => write!(f, "cannot build the HTTP client: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for OAuthConfigError {}
+
+pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, OAuthConfigError> {
+    reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        .ok_or_else(|| OAuthConfigError::InvalidUrl(url.to_owned()))
+}
+
+/// The client used when the user does not bring one: no redirects (an
+/// authorization server's endpoints answer directly), a total timeout.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, OAuthConfigError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .map_err(|e| OAuthConfigError::HttpClient(e.to_string()))
+}
+
+/// Sends `request`, and reads a JSON body of at most 1 MiB from a 2xx answer.
+/// Timeouts become [`StoreError::timeout`]; everything else a backend error.
+pub(crate) async fn fetch_json(request: reqwest::RequestBuilder) -> Result<Value, StoreError> {
+    let failed = |error: reqwest::Error| {
+        if error.is_timeout() {
+            StoreError::timeout()
+        } else {
+            StoreError::new(error.without_url())
+        }
+    };
+    let mut response = request.send().await.map_err(failed)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(StoreError::new(format!(
+            "authorization server answered {status}"
+        )));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(failed)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(StoreError::new("authorization server response over 1 MiB"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(StoreError::new)
+}
+
+/// What a validated access token grants, before the account's plan is known.
+pub(crate) struct Grant {
+    pub(crate) id: String,
+    pub(crate) client_id: String,
+    pub(crate) account_id: String,
+    pub(crate) scopes: ScopeSet,
+    pub(crate) expires_at: Option<SystemTime>,
+}
+
+impl Grant {
+    /// Reads the fields RFC 9068 and RFC 7662 share from `claims`: `scope`
+    /// (space-separated), `client_id`, `exp`, and the account from
+    /// `account_claim`. `None` when the account or client is missing.
+    pub(crate) fn from_claims(
+        id: String,
+        claims: &Map<String, Value>,
+        account_claim: &str,
+    ) -> Option<Grant> {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str);
+        Some(Grant {
+            id,
+            client_id: text("client_id")?.to_owned(),
+            account_id: text(account_claim).filter(|a| !a.is_empty())?.to_owned(),
+            scopes: text("scope").map(scopes).unwrap_or_default(),
+            expires_at: claims
+                .get("exp")
+                .and_then(Value::as_u64)
+                .map(|exp| UNIX_EPOCH + Duration::from_secs(exp)),
+        })
+    }
+
+    /// The credential, with the account's entitlements from `source`.
+    pub(crate) async fn into_credential(
+        self,
+        source: &dyn EntitlementSource,
+    ) -> Result<Credential, StoreError> {
+        let entitlements = source.entitlements(&self.account_id).await?;
+        let credential = Credential::new(
+            self.id,
+            self.account_id,
+            CredentialKind::OAuthClient {
+                client_id: self.client_id,
+            },
+        )
+        .with_scopes(self.scopes)
+        .with_entitlements(entitlements);
+        Ok(match self.expires_at {
+            Some(at) => credential.with_expires_at(at),
+            None => credential,
+        })
+    }
+}
+
+/// The scopes of a space-separated `scope` value that this process knows;
+/// see [`Scope::known`] for why the others are dropped.
+fn scopes(scope: &str) -> ScopeSet {
+    scope.split(' ').filter_map(Scope::known).collect()
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
