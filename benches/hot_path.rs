@@ -154,6 +154,8 @@ fn hot_path(c: &mut Criterion) {
         Some(&all)
     );
     jwt_peers(&mut g);
+    #[cfg(feature = "jwt")]
+    scopegate_jwt(&mut g, &rt, keys.clone());
 
     // The floor: each part the hit path cannot do without, alone.
     let mut headers = HeaderMap::new();
@@ -229,6 +231,76 @@ fn jwt_peers(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallT
             jsonwebtoken::decode::<Claims>(black_box(&rs256), &rs_key, &rs_validation)
                 .expect("valid")
         })
+    });
+}
+
+/// scopegate's own JWT path: a cached JWT through the stacked layers (the
+/// signature is checked once, on the miss), and the miss itself, which
+/// verifies an RS256 access token against a static JWKS.
+#[cfg(feature = "jwt")]
+fn scopegate_jwt(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    keys: MemoryStore,
+) {
+    use scopegate::store::jwt::JwtStore;
+    use scopegate::{ChainStore, CredentialStore};
+
+    const ISSUER: &str = "https://auth.bench.test";
+    const AUDIENCE: &str = "https://api.bench.test";
+    let private = EncodingKey::from_rsa_pem(include_bytes!("fixtures/rs256-private.pem"))
+        .expect("private key");
+    let mut jwk =
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&private, Algorithm::RS256).expect("public JWK");
+    jwk.common.key_id = Some("bench".into());
+    let jwks = serde_json::to_string(&jsonwebtoken::jwk::JwkSet { keys: vec![jwk] }).expect("jwks");
+    let plans = std::collections::HashMap::from([(
+        "ws_bench".to_owned(),
+        vec![scopegate::API_ACCESS.to_owned()],
+    )]);
+    let store = JwtStore::builder(ISSUER, AUDIENCE)
+        .jwks_json(&jwks)
+        .account_claim("workspace_id")
+        .entitlements(plans)
+        .build()
+        .expect("jwt store");
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some("bench".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": "app_bench", "client_id": "app_bench",
+            "jti": "jti_bench", "iat": 1_700_000_000u64, "exp": 4_102_444_800u64,
+            "scope": SCOPES.join(" "), "workspace_id": "ws_bench",
+        }),
+        &private,
+    )
+    .expect("encode");
+    g.bench_function("jwt_miss_verify_rs256", |b| {
+        b.iter(|| {
+            rt.block_on(store.resolve(&PresentedToken::new(black_box(&token))))
+                .expect("store")
+                .expect("valid")
+        })
+    });
+
+    let cache = CachedStore::new(ChainStore::new().api_keys(keys).jwt(store));
+    rt.block_on(cache.resolve(&PresentedToken::new(&token)))
+        .expect("store")
+        .expect("valid");
+    let gate = Gate::new(cache);
+    let mut service = ServiceBuilder::new()
+        .layer(gate.api_access())
+        .layer(gate.require_scope("contacts:read").expect("scope"))
+        .service(bare());
+    let jwt = bearer(&token);
+    g.bench_function("jwt_stacked_hit", |b| {
+        b.iter_batched(
+            || request(Some(&jwt)),
+            |req| call(rt, &mut service, req),
+            BatchSize::SmallInput,
+        )
     });
 }
 

@@ -82,6 +82,21 @@
 //! - [`metadata`]: RFC 9728 protected-resource metadata.
 //! - [`key`]: the `ohk_` API-key format.
 //! - [`store::postgres`] (feature `postgres`): keys, accounts and plans in PostgreSQL.
+//! - [`ChainStore`]: API keys, JWTs and opaque tokens side by side, by
+//!   [`TokenShape`].
+//! - `store::jwt` (feature `jwt`): RFC 9068 JWT access tokens against a JWKS.
+//! - `store::introspection` (feature `introspection`): RFC 7662 token
+//!   introspection.
+//!
+//! # Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `tracing` (default) | one event per rejection and per store call; never a token |
+//! | `postgres` | `PgCredentialStore`, push invalidation, usage recording (sqlx) |
+//! | `jwt` | `JwtStore` (jsonwebtoken, reqwest) |
+//! | `introspection` | `IntrospectionStore` (reqwest) |
+//! | `rustls` | HTTPS for the JWKS and introspection calls |
 //! - [`error`]: rejections, messages and the error contract.
 //! - [`body`]: the layers' response body.
 

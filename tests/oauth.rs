@@ -1,10 +1,10 @@
 //! OAuth 2.0 access tokens from a real authorization server, next to API
 //! keys, through the example server.
 //!
-//! The server is oidc-provider (`tests/authserver`, installed with `npm ci`
-//! by `.ci/run`), one process per test on loopback. Without Node.js or the
-//! installed package these tests print why and pass without running; with
-//! `CI` set they fail instead.
+//! The server is oidc-provider (`tests/authserver`), one Node.js process per
+//! test on loopback. The first test installs it with `npm ci` if needed.
+//! Without Node.js and npm these tests print why and pass without running;
+//! with `CI` set they fail instead.
 #![cfg(all(feature = "jwt", feature = "introspection"))]
 
 mod common;
@@ -64,24 +64,17 @@ impl Drop for AuthServer {
 impl AuthServer {
     /// Starts the server, or says why it cannot (and fails under CI).
     fn start() -> Option<AuthServer> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/authserver");
-        let installed = std::path::Path::new(dir)
-            .join("node_modules/oidc-provider")
-            .exists();
-        let node = Command::new("node").arg("--version").output().is_ok();
-        if !(installed && node) {
+        if let Err(why) = install() {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "the OAuth tests need Node.js and `npm ci --prefix tests/authserver` (see .ci/run)"
+                "the OAuth tests need their authorization server: {why}"
             );
-            eprintln!(
-                "skipping: the OAuth tests need Node.js and `npm ci --prefix tests/authserver`"
-            );
+            eprintln!("skipping: the OAuth tests need their authorization server: {why}");
             return None;
         }
         let mut child = Command::new("node")
             .arg("server.mjs")
-            .current_dir(dir)
+            .current_dir(AUTH_SERVER_DIR)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -260,6 +253,33 @@ impl AuthServer {
         let app = app::App::with_oauth("admin", Some(oauth)).expect("oauth settings");
         serve(app.router().expect("router")).await
     }
+}
+
+const AUTH_SERVER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/authserver");
+
+/// Installs oidc-provider with `npm ci` (from `package-lock.json`) unless it
+/// is there already: once per test run.
+fn install() -> Result<(), String> {
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let dir = std::path::Path::new(AUTH_SERVER_DIR);
+            if dir.join("node_modules/oidc-provider").exists() {
+                return Ok(());
+            }
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .status()
+                .map_err(|e| format!("cannot run npm ({e}); install Node.js"))?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(format!("`npm ci` in tests/authserver failed ({status})"))
+            }
+        })
+        .clone()
 }
 
 async fn token_request(

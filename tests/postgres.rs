@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use scopegate::{
-    ApiKey, CachedStore, CredentialStore, Gate, PgCredentialStore, PgStoreError, PresentedToken,
-    TokenHash,
+    ApiKey, CachedStore, CredentialStore, EntitlementSource, Gate, PgCredentialStore, PgStoreError,
+    PresentedToken, TokenHash,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
@@ -152,7 +152,14 @@ async fn keys_resolve_with_their_scopes_and_plan_until_revoked() {
         .set_scopes(&key.record.id, &["webhooks:manage"])
         .await
         .unwrap());
+    // The same plans, for OAuth tokens that name the account.
+    assert_eq!(
+        store.entitlements("ws_acme").await.unwrap(),
+        ["api-access", "sso"]
+    );
+    assert!(store.entitlements("ws_nobody").await.unwrap().is_empty());
     store.upsert_account("ws_acme", "free").await.unwrap();
+    assert!(store.entitlements("ws_acme").await.unwrap().is_empty());
     let credential = store.resolve(&presented).await.unwrap().unwrap();
     assert_eq!(
         format!("{:?}", credential.scopes()),
