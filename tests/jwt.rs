@@ -1,0 +1,387 @@
+//! `JwtStore` in detail, with tokens signed here by test keys: each allowed
+//! algorithm, every required claim, `kid` rules, and a JWKS endpoint that
+//! fails and recovers. `tests/oauth.rs` covers the same store against a real
+//! authorization server.
+#![cfg(feature = "jwt")]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use scopegate::store::jwt::{JwsAlgorithm, JwtStore, JwtStoreBuilder};
+use scopegate::store::EntitlementSource;
+use scopegate::{Credential, CredentialStore, PresentedToken, ScopeSet, StoreError};
+use serde_json::{json, Value};
+
+const ISSUER: &str = "https://auth.test";
+const AUDIENCE: &str = "https://api.test";
+
+struct Signer {
+    key: EncodingKey,
+    alg: Algorithm,
+    kid: &'static str,
+}
+
+fn rs256(kid: &'static str) -> Signer {
+    let pem = include_bytes!("../benches/fixtures/rs256-private.pem");
+    Signer {
+        key: EncodingKey::from_rsa_pem(pem).unwrap(),
+        alg: Algorithm::RS256,
+        kid,
+    }
+}
+
+fn es256() -> Signer {
+    Signer {
+        key: EncodingKey::from_ec_pem(include_bytes!("fixtures/es256-private.pem")).unwrap(),
+        alg: Algorithm::ES256,
+        kid: "ec",
+    }
+}
+
+fn ed25519() -> Signer {
+    Signer {
+        key: EncodingKey::from_ed_pem(include_bytes!("fixtures/ed25519-private.pem")).unwrap(),
+        alg: Algorithm::EdDSA,
+        kid: "ed",
+    }
+}
+
+impl Signer {
+    fn jwk(&self) -> Value {
+        let mut jwk =
+            serde_json::to_value(Jwk::from_encoding_key(&self.key, self.alg).unwrap()).unwrap();
+        jwk["kid"] = json!(self.kid);
+        jwk
+    }
+
+    fn sign_with(&self, header: Header, claims: &Value) -> String {
+        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+    }
+
+    fn sign(&self, claims: &Value) -> String {
+        self.sign_with(self.header(), claims)
+    }
+
+    fn header(&self) -> Header {
+        Header {
+            typ: Some("at+jwt".into()),
+            kid: Some(self.kid.into()),
+            ..Header::new(self.alg)
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims() -> Value {
+    json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": "user_1", "client_id": "app_1", "jti": "jti_1",
+        "iat": now(), "exp": now() + 3600, "scope": "contacts:read", "workspace_id": "ws_acme",
+    })
+}
+
+fn plans() -> HashMap<String, Vec<String>> {
+    HashMap::from([("ws_acme".to_owned(), vec!["api-access".to_owned()])])
+}
+
+fn builder(keys: &[&Signer]) -> JwtStoreBuilder {
+    ScopeSet::parse(["contacts:read"]).unwrap(); // as a route would
+    let jwks = json!({ "keys": keys.iter().map(|k| k.jwk()).collect::<Vec<_>>() });
+    JwtStore::builder(ISSUER, AUDIENCE)
+        .jwks_json(&jwks.to_string())
+        .algorithms([
+            JwsAlgorithm::RS256,
+            JwsAlgorithm::ES256,
+            JwsAlgorithm::EdDSA,
+        ])
+        .account_claim("workspace_id")
+        .entitlements(plans())
+}
+
+async fn verdict(store: &JwtStore, token: &str) -> Option<Credential> {
+    store
+        .resolve(&PresentedToken::new(token))
+        .await
+        .expect("no store error")
+}
+
+#[tokio::test]
+async fn each_allowed_algorithm_verifies_and_no_other() {
+    let (rsa, ec, ed) = (rs256("rsa"), es256(), ed25519());
+    let all = builder(&[&rsa, &ec, &ed]).build().unwrap();
+    for signer in [&rsa, &ec, &ed] {
+        let credential = verdict(&all, &signer.sign(&claims())).await;
+        let credential = credential.unwrap_or_else(|| panic!("{:?} refused", signer.alg));
+        assert_eq!(credential.account_id(), "ws_acme");
+        assert!(credential.has_entitlement("api-access"));
+    }
+    let rsa_only = builder(&[&rsa, &ec, &ed])
+        .algorithms([JwsAlgorithm::RS256])
+        .build()
+        .unwrap();
+    assert!(verdict(&rsa_only, &rsa.sign(&claims())).await.is_some());
+    assert!(verdict(&rsa_only, &ec.sign(&claims())).await.is_none());
+    assert!(verdict(&rsa_only, &ed.sign(&claims())).await.is_none());
+}
+
+#[tokio::test]
+async fn every_required_claim_is_checked() {
+    let rsa = rs256("rsa");
+    let store = builder(&[&rsa]).build().unwrap();
+    assert!(verdict(&store, &rsa.sign(&claims())).await.is_some());
+
+    for claim in [
+        "iss",
+        "aud",
+        "exp",
+        "iat",
+        "sub",
+        "client_id",
+        "jti",
+        "workspace_id",
+    ] {
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove(claim);
+        assert!(
+            verdict(&store, &rsa.sign(&c)).await.is_none(),
+            "without {claim}"
+        );
+    }
+    let refused: [(&str, Value); 8] = [
+        ("iss", json!("https://auth.test/")),
+        ("aud", json!("https://other.test")),
+        ("aud", json!(["https://other.test", "https://third.test"])),
+        ("exp", json!(now() - 60)),
+        ("nbf", json!(now() + 60)),
+        ("iat", json!(now() + 60)),
+        ("workspace_id", json!("")),
+        ("client_id", json!(7)),
+    ];
+    for (claim, value) in refused {
+        let mut c = claims();
+        c[claim] = value.clone();
+        assert!(
+            verdict(&store, &rsa.sign(&c)).await.is_none(),
+            "{claim}: {value}"
+        );
+    }
+    let accepted: [(&str, Value); 4] = [
+        ("aud", json!(["https://other.test", AUDIENCE])),
+        ("exp", json!(now() - 5)), // within the 30 s leeway
+        ("nbf", json!(now() + 5)),
+        ("iat", json!(now() + 5)),
+    ];
+    for (claim, value) in accepted {
+        let mut c = claims();
+        c[claim] = value.clone();
+        assert!(
+            verdict(&store, &rsa.sign(&c)).await.is_some(),
+            "{claim}: {value}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn typ_must_be_at_jwt_unless_configured() {
+    let rsa = rs256("rsa");
+    let store = builder(&[&rsa]).build().unwrap();
+    let with_typ = |typ: Option<&str>| {
+        let mut header = rsa.header();
+        header.typ = typ.map(str::to_owned);
+        rsa.sign_with(header, &claims())
+    };
+    assert!(verdict(&store, &with_typ(Some("application/at+jwt")))
+        .await
+        .is_some());
+    assert!(verdict(&store, &with_typ(Some("JWT"))).await.is_none());
+    assert!(verdict(&store, &with_typ(None)).await.is_none());
+    let lax = builder(&[&rsa]).typ("JWT").build().unwrap();
+    assert!(verdict(&lax, &with_typ(Some("JWT"))).await.is_some());
+}
+
+#[tokio::test]
+async fn keys_are_chosen_by_kid_family_and_alg() {
+    let (a, b, ec) = (rs256("a"), rs256("b"), es256());
+    let kidless = |signer: &Signer| {
+        let mut header = signer.header();
+        header.kid = None;
+        signer.sign_with(header, &claims())
+    };
+    // Without a kid: only when exactly one key fits the algorithm.
+    let one_rsa = builder(&[&a, &ec]).build().unwrap();
+    assert!(verdict(&one_rsa, &kidless(&a)).await.is_some());
+    let two_rsa = builder(&[&a, &b, &ec]).build().unwrap();
+    assert!(verdict(&two_rsa, &kidless(&a)).await.is_none());
+    assert!(verdict(&two_rsa, &a.sign(&claims())).await.is_some());
+    // A kid naming a key of another family.
+    let mut header = a.header();
+    header.kid = Some("ec".into());
+    assert!(verdict(&one_rsa, &a.sign_with(header, &claims()))
+        .await
+        .is_none());
+    // A JWK that names another algorithm.
+    let mut jwk = a.jwk();
+    jwk["alg"] = json!("RS512");
+    let pinned = JwtStore::builder(ISSUER, AUDIENCE)
+        .jwks_json(&json!({ "keys": [jwk] }).to_string())
+        .account_claim("workspace_id")
+        .entitlements(plans())
+        .build()
+        .unwrap();
+    assert!(verdict(&pinned, &a.sign(&claims())).await.is_none());
+}
+
+#[tokio::test]
+async fn scopes_the_process_does_not_know_are_dropped() {
+    let rsa = rs256("rsa");
+    let store = builder(&[&rsa]).build().unwrap();
+    let mut c = claims();
+    c["scope"] = json!("contacts:read  never:named:by:any:route");
+    let credential = verdict(&store, &rsa.sign(&c)).await.unwrap();
+    assert_eq!(format!("{:?}", credential.scopes()), r#"{"contacts:read"}"#);
+}
+
+struct Broken;
+
+#[async_trait]
+impl EntitlementSource for Broken {
+    async fn entitlements(&self, _: &str) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::new("plans unavailable"))
+    }
+}
+
+#[tokio::test]
+async fn an_entitlement_source_failure_is_a_store_error() {
+    let rsa = rs256("rsa");
+    let store = builder(&[&rsa]).entitlements(Broken).build().unwrap();
+    let error = store
+        .resolve(&PresentedToken::new(&rsa.sign(&claims())))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "credential store failed: plans unavailable"
+    );
+}
+
+/// A JWKS endpoint on loopback that can be made to fail, counting requests.
+struct JwksServer {
+    url: String,
+    failing: Arc<AtomicBool>,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn jwks_server(keys: Value) -> JwksServer {
+    let failing = Arc::new(AtomicBool::new(false));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (f, h) = (Arc::clone(&failing), Arc::clone(&hits));
+    let router = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let (f, h, keys) = (Arc::clone(&f), Arc::clone(&h), keys.clone());
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                if f.load(Ordering::SeqCst) {
+                    (http::StatusCode::INTERNAL_SERVER_ERROR, String::new())
+                } else {
+                    (http::StatusCode::OK, keys.to_string())
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    JwksServer { url, failing, hits }
+}
+
+#[tokio::test]
+async fn a_failing_jwks_endpoint_keeps_the_last_good_keys_and_is_retried_with_backoff() {
+    let rsa = rs256("rsa");
+    let server = jwks_server(json!({ "keys": [rsa.jwk()] })).await;
+    let store = JwtStore::builder(ISSUER, AUDIENCE)
+        .jwks_uri(&server.url)
+        .account_claim("workspace_id")
+        .entitlements(plans())
+        .keys_ttl(Duration::from_millis(200))
+        .refresh_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let token = |jti: &str| {
+        let mut c = claims();
+        c["jti"] = json!(jti);
+        rsa.sign(&c)
+    };
+    let hits = || server.hits.load(Ordering::SeqCst);
+
+    assert!(verdict(&store, &token("1")).await.is_some());
+    assert_eq!(hits(), 1);
+
+    // The endpoint fails and the keys go stale: one refresh is tried, and
+    // the last good keys still verify.
+    server.failing.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(verdict(&store, &token("2")).await.is_some());
+    assert_eq!(hits(), 2);
+    // Within the backoff (1 s after one failure): no fetch at all.
+    for i in 0..20 {
+        assert!(verdict(&store, &token(&format!("3-{i}"))).await.is_some());
+    }
+    assert_eq!(hits(), 2);
+    // A kid that the last good keys lack cannot be checked: a store error
+    // (503), never a grant.
+    let mut header = rsa.header();
+    header.kid = Some("rotated".into());
+    let unknown = rsa.sign_with(header, &claims());
+    assert!(store.resolve(&PresentedToken::new(&unknown)).await.is_err());
+    assert_eq!(hits(), 2);
+
+    // After the backoff, the next lookup fetches again, and it recovers.
+    server.failing.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(verdict(&store, &token("4")).await.is_some());
+    assert_eq!(hits(), 3);
+    assert_eq!(store.jwks_fetches(), 3);
+    assert!(
+        verdict(&store, &unknown).await.is_none(),
+        "known to be unknown now"
+    );
+}
+
+#[tokio::test]
+async fn with_no_key_ever_fetched_lookups_are_store_errors() {
+    let server = jwks_server(json!({ "keys": [] })).await;
+    server.failing.store(true, Ordering::SeqCst);
+    let store = JwtStore::builder(ISSUER, AUDIENCE)
+        .jwks_uri(&server.url)
+        .account_claim("workspace_id")
+        .entitlements(plans())
+        .build()
+        .unwrap();
+    let token = rs256("rsa").sign(&claims());
+    for _ in 0..5 {
+        let error = store
+            .resolve(&PresentedToken::new(&token))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "credential store failed: authorization server answered 500 Internal Server Error"
+        );
+    }
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        1,
+        "backoff, not a fetch per request"
+    );
+}
