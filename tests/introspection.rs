@@ -15,11 +15,14 @@ use serde_json::{json, Value};
 
 const AUDIENCE: &str = "https://api.test";
 
-/// The endpoint's next answer, and what it was last sent.
+/// What the endpoint was sent: the `Authorization` header and the body.
+type Seen = Vec<(Option<String>, String)>;
+
+/// The endpoint's next answer, and what it was sent.
 #[derive(Clone, Default)]
 struct Script {
     answer: Arc<Mutex<(u16, String)>>,
-    seen: Arc<Mutex<Vec<(Option<String>, String)>>>,
+    seen: Arc<Mutex<Seen>>,
 }
 
 impl Script {
