@@ -12,7 +12,7 @@ use crossbeam_utils::CachePadded;
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::{CredentialStore, StoreError};
+use super::{front, CredentialStore, StoreError};
 use crate::credential::{Credential, PresentedToken, TokenHash};
 
 const DEFAULT_MAX_CAPACITY: u64 = 100_000;
@@ -20,6 +20,9 @@ const DEFAULT_TIME_TO_LIVE: Duration = Duration::from_secs(60);
 const DEFAULT_NEGATIVE_MAX_CAPACITY: u64 = 10_000;
 const DEFAULT_NEGATIVE_TIME_TO_LIVE: Duration = Duration::from_secs(5);
 const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ids of `CachedStore`s, for the per-thread front tables.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A moka cache in front of a [`CredentialStore`].
 ///
@@ -75,9 +78,12 @@ pub struct CachedStore<S> {
 
 struct Shared<S> {
     store: S,
-    positive: Cache<TokenHash, Arc<Credential>, DigestHasher>,
+    /// Tells this cache's entries apart in the per-thread front tables.
+    id: u64,
+    positive: Cache<TokenHash, Entry, DigestHasher>,
     negative: Cache<TokenHash, ()>,
     store_timeout: Option<Duration>,
+    time_to_live: Duration,
     /// Bumped before every invalidation of found credentials; a store call
     /// that straddles a bump drops what it cached, so it cannot resurrect a
     /// revoked credential.
@@ -145,6 +151,14 @@ pub struct CacheStats {
     pub errors: u64,
 }
 
+/// A cached credential and the instant its entry expires, which the
+/// per-thread front copies exactly.
+#[derive(Clone)]
+struct Entry {
+    credential: Arc<Credential>,
+    expires: Instant,
+}
+
 /// What a single-flight store call produced when it did not produce a credential.
 enum LoadFailure {
     NotFound,
@@ -185,9 +199,9 @@ impl<S: CredentialStore> CachedStore<S> {
     ) -> Result<Option<Arc<Credential>>, StoreError> {
         let shared = &*self.shared;
         let hash = token.hash();
-        if let Some(credential) = shared.positive.get(hash).await {
+        if let Some(entry) = shared.positive.get(hash).await {
             shared.counters.hits.bump();
-            return Ok(Some(credential));
+            return Ok(Some(entry.credential));
         }
         if shared.negative.get(hash).await.is_some() {
             shared.counters.negative_hits.bump();
@@ -202,12 +216,23 @@ impl<S: CredentialStore> CachedStore<S> {
     /// "ask [`resolve`](Self::resolve)". This is the request path's fast lane:
     /// moka's `get` completes at once unless it has to wait for its own
     /// housekeeping, so polling it once avoids boxing a future on a hit.
+    ///
+    /// A hot key is answered from this thread's own copy (see `front`),
+    /// without reading moka.
     pub(crate) fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
         let shared = &*self.shared;
+        // Read before the moka lookup: an invalidation that races it leaves
+        // the copy made below with an outdated epoch, so it is never served.
+        let epoch = shared.found_epoch.load(Ordering::SeqCst);
+        if let Some(credential) = front::get(shared.id, hash, epoch) {
+            shared.counters.hits.bump();
+            return Some(Some(credential));
+        }
         match poll_once(shared.positive.get(hash))? {
-            Some(credential) => {
+            Some(entry) => {
+                front::put(shared.id, hash, epoch, entry.expires, &entry.credential);
                 shared.counters.hits.bump();
-                Some(Some(credential))
+                Some(Some(entry.credential))
             }
             None => {
                 poll_once(shared.negative.get(hash))??;
@@ -232,7 +257,10 @@ impl<S: CredentialStore> CachedStore<S> {
                 Counters::bump(&shared.counters.misses);
                 match shared.fetch(token).await {
                     Ok(Some(credential)) if !credential.is_expired(SystemTime::now()) => {
-                        Ok(Arc::new(credential))
+                        Ok(Entry {
+                            expires: Instant::now() + shared.lifetime(&credential),
+                            credential: Arc::new(credential),
+                        })
                     }
                     Ok(_) => {
                         // Fill the negative cache before the waiters wake, so
@@ -265,7 +293,7 @@ impl<S: CredentialStore> CachedStore<S> {
             }
         }
         match result {
-            Ok(credential) => Ok(Some(credential)),
+            Ok(entry) => Ok(Some(entry.credential)),
             Err(failure) => match &*failure {
                 LoadFailure::NotFound => Ok(None),
                 LoadFailure::Store(error) => Err(error.clone()),
@@ -323,7 +351,7 @@ impl<S: CredentialStore> CachedStore<S> {
         // safe answer all the same.
         if shared
             .positive
-            .invalidate_entries_if(move |_, credential| predicate(credential))
+            .invalidate_entries_if(move |_, entry| predicate(&entry.credential))
             .is_err()
         {
             shared.positive.invalidate_all();
@@ -362,6 +390,21 @@ impl<S: CredentialStore> CachedStore<S> {
 }
 
 impl<S: CredentialStore> Shared<S> {
+    /// How long `credential` may stay cached: `time_to_live`, cut short by
+    /// the store's `max_cache_age` and by the credential's own expiry.
+    fn lifetime(&self, credential: &Credential) -> Duration {
+        let mut left = credential
+            .max_cache_age()
+            .map_or(self.time_to_live, |age| age.min(self.time_to_live));
+        if let Some(at) = credential.expires_at() {
+            left = left.min(
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO),
+            );
+        }
+        left
+    }
+
     fn epochs(&self) -> (u64, u64) {
         (
             self.found_epoch.load(Ordering::SeqCst),
@@ -484,9 +527,7 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
     pub fn build(self) -> CachedStore<S> {
         let positive = Cache::builder()
             .max_capacity(self.max_capacity)
-            .expire_after(CredentialExpiry {
-                time_to_live: self.time_to_live,
-            })
+            .expire_after(EntryExpiry)
             .support_invalidation_closures()
             .build_with_hasher(DigestHasher::new());
         let negative = Cache::builder()
@@ -496,6 +537,8 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
         CachedStore {
             shared: Arc::new(Shared {
                 store: self.store,
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+                time_to_live: self.time_to_live,
                 positive,
                 negative,
                 store_timeout: self.store_timeout,
@@ -554,29 +597,13 @@ impl std::hash::Hasher for DigestFold {
     }
 }
 
-/// `time_to_live`, cut short by the credential's own expiry and by the
-/// store's `max_cache_age`.
-struct CredentialExpiry {
-    time_to_live: Duration,
-}
+/// Each entry expires at the instant computed when it was loaded (see
+/// `Shared::lifetime`).
+struct EntryExpiry;
 
-impl Expiry<TokenHash, Arc<Credential>> for CredentialExpiry {
-    fn expire_after_create(
-        &self,
-        _: &TokenHash,
-        credential: &Arc<Credential>,
-        _: Instant,
-    ) -> Option<Duration> {
-        let mut left = credential
-            .max_cache_age()
-            .map_or(self.time_to_live, |age| age.min(self.time_to_live));
-        if let Some(at) = credential.expires_at() {
-            left = left.min(
-                at.duration_since(SystemTime::now())
-                    .unwrap_or(Duration::ZERO),
-            );
-        }
-        Some(left)
+impl Expiry<TokenHash, Entry> for EntryExpiry {
+    fn expire_after_create(&self, _: &TokenHash, entry: &Entry, now: Instant) -> Option<Duration> {
+        Some(entry.expires.saturating_duration_since(now))
     }
 }
 
@@ -761,6 +788,64 @@ mod tests {
         assert!(cache.cached(&capped).is_none(), "max_cache_age elapsed");
         assert!(cache.resolve(&presented(&capped)).await.unwrap().is_some());
         assert_eq!(calls(&cache), 2);
+    }
+
+    #[tokio::test]
+    async fn the_per_thread_front_never_outlives_an_invalidation_or_its_entry() {
+        let probe = Arc::new(Probe::default());
+        let hash = probe.inner.insert_token("hot", key("key_hot", "ws"));
+        let cache = CachedStore::builder(Arc::clone(&probe))
+            .time_to_live(Duration::from_millis(200))
+            .build();
+        let hot = move |cache: &CachedStore<Arc<Probe>>| cache.cached(&hash).flatten();
+        let warm = || async {
+            cache.resolve(&presented(&hash)).await.unwrap().unwrap();
+            for _ in 0..3 {
+                assert_eq!(hot(&cache).unwrap().id(), "key_hot", "moka, then the front");
+            }
+        };
+        warm().await;
+        // Another thread's copy, then an invalidation from this one.
+        let (to_other, from_here) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn({
+            let cache = cache.clone();
+            move || {
+                for _ in 0..3 {
+                    assert!(hot(&cache).is_some());
+                }
+                from_here.recv().unwrap();
+                hot(&cache).is_some()
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        cache.invalidate_credential("key_hot");
+        to_other.send(()).unwrap();
+        assert!(!other.join().unwrap(), "the other thread's copy is dropped");
+        assert!(hot(&cache).is_none(), "and this thread's");
+
+        for invalidate in [0, 1, 2] {
+            warm().await;
+            match invalidate {
+                0 => cache.invalidate(&hash).await,
+                1 => cache.invalidate_account("ws"),
+                _ => cache.invalidate_all(),
+            }
+            assert!(hot(&cache).is_none(), "invalidation {invalidate}");
+        }
+        warm().await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(hot(&cache).is_none(), "expired with the moka entry");
+
+        // Two caches with the same token: each serves its own credential.
+        let other_store = Arc::new(Probe::default());
+        other_store.inner.insert(hash, key("key_other", "ws"));
+        let other_cache = CachedStore::new(other_store);
+        other_cache.resolve(&presented(&hash)).await.unwrap();
+        warm().await;
+        for _ in 0..3 {
+            assert_eq!(hot(&other_cache).unwrap().id(), "key_other");
+            assert_eq!(hot(&cache).unwrap().id(), "key_hot");
+        }
     }
 
     #[tokio::test]

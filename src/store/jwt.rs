@@ -239,13 +239,13 @@ fn refused(_reason: &'static str) -> Result<Option<Credential>, StoreError> {
 
 /// RFC 9068 §4: `at+jwt`, or with the `application/` prefix, any case.
 fn typ_matches(typ: &str, expected: &str) -> bool {
-    let bare = |t: &str| {
-        t.get(..12)
-            .filter(|p| p.eq_ignore_ascii_case("application/"))
-            .map_or(t, |_| &t[12..])
-            .to_owned()
-    };
-    bare(typ).eq_ignore_ascii_case(&bare(expected))
+    fn bare(typ: &str) -> &str {
+        match typ.get(..12) {
+            Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+            _ => typ,
+        }
+    }
+    bare(typ).eq_ignore_ascii_case(bare(expected))
 }
 
 /// Configures a [`JwtStore`]; start with [`JwtStore::builder`].

@@ -51,6 +51,7 @@ use crate::credential::{Credential, PresentedToken};
 
 mod cached;
 mod chain;
+mod front;
 #[cfg(feature = "introspection")]
 pub mod introspection;
 #[cfg(feature = "jwt")]
