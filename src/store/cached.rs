@@ -81,9 +81,11 @@ struct Shared<S> {
     /// Tells this cache's entries apart in the per-thread front tables.
     id: u64,
     positive: Cache<TokenHash, Entry, DigestHasher>,
-    negative: Cache<TokenHash, ()>,
+    /// The value is when the entry expires (no later than moka drops it).
+    negative: Cache<TokenHash, Instant>,
     store_timeout: Option<Duration>,
     time_to_live: Duration,
+    negative_time_to_live: Duration,
     /// Bumped before every invalidation of found credentials; a store call
     /// that straddles a bump drops what it cached, so it cannot resurrect a
     /// revoked credential.
@@ -221,21 +223,28 @@ impl<S: CredentialStore> CachedStore<S> {
     /// without reading moka.
     pub(crate) fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
         let shared = &*self.shared;
-        // Read before the moka lookup: an invalidation that races it leaves
-        // the copy made below with an outdated epoch, so it is never served.
-        let epoch = shared.found_epoch.load(Ordering::SeqCst);
-        if let Some(credential) = front::get(shared.id, hash, epoch) {
-            shared.counters.hits.bump();
-            return Some(Some(credential));
+        // Read before the moka lookups: an invalidation that races them
+        // leaves the copy made below with an outdated epoch, so it is never
+        // served.
+        let (found, not_found) = shared.epochs();
+        let epochs = front::Epochs { found, not_found };
+        if let Some(answer) = front::get(shared.id, hash, epochs) {
+            match answer {
+                Some(_) => shared.counters.hits.bump(),
+                None => shared.counters.negative_hits.bump(),
+            }
+            return Some(answer);
         }
         match poll_once(shared.positive.get(hash))? {
             Some(entry) => {
-                front::put(shared.id, hash, epoch, entry.expires, &entry.credential);
+                let credential = Some(&*entry.credential);
+                front::put(shared.id, hash, epochs, entry.expires, credential);
                 shared.counters.hits.bump();
                 Some(Some(entry.credential))
             }
             None => {
-                poll_once(shared.negative.get(hash))??;
+                let expires = poll_once(shared.negative.get(hash))??;
+                front::put(shared.id, hash, epochs, expires, None);
                 shared.counters.negative_hits.bump();
                 Some(None)
             }
@@ -265,7 +274,8 @@ impl<S: CredentialStore> CachedStore<S> {
                     Ok(_) => {
                         // Fill the negative cache before the waiters wake, so
                         // none of them, nor the next request, calls the store.
-                        shared.negative.insert(*hash, ()).await;
+                        let expires = Instant::now() + shared.negative_time_to_live;
+                        shared.negative.insert(*hash, expires).await;
                         Err(LoadFailure::NotFound)
                     }
                     Err(error) => {
@@ -539,6 +549,7 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
                 store: self.store,
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 time_to_live: self.time_to_live,
+                negative_time_to_live: self.negative_time_to_live,
                 positive,
                 negative,
                 store_timeout: self.store_timeout,
@@ -846,6 +857,36 @@ mod tests {
             assert_eq!(hot(&other_cache).unwrap().id(), "key_other");
             assert_eq!(hot(&cache).unwrap().id(), "key_hot");
         }
+    }
+
+    #[tokio::test]
+    async fn the_front_keeps_not_found_no_longer_than_moka_or_an_invalidation() {
+        let probe = Arc::new(Probe::default());
+        let cache = CachedStore::builder(Arc::clone(&probe))
+            .negative_time_to_live(Duration::from_millis(150))
+            .build();
+        let hash = TokenHash::of("guessed");
+        let unknown = || async {
+            assert!(cache.resolve(&presented(&hash)).await.unwrap().is_none());
+            for _ in 0..3 {
+                assert_eq!(cache.cached(&hash), Some(None), "moka, then the front");
+            }
+        };
+        unknown().await;
+        assert_eq!(cache.stats().negative_hits, 3);
+        // The key is created, and its hash invalidated: the next lookup asks.
+        probe.inner.insert(hash, key("key_new", "ws"));
+        cache.invalidate(&hash).await;
+        assert_eq!(cache.cached(&hash), None);
+        assert!(cache.resolve(&presented(&hash)).await.unwrap().is_some());
+
+        let other = TokenHash::of("another guess");
+        assert!(cache.resolve(&presented(&other)).await.unwrap().is_none());
+        assert_eq!(cache.cached(&other), Some(None));
+        assert_eq!(cache.cached(&other), Some(None));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(cache.cached(&other), None, "expired with the moka entry");
+        assert_eq!(calls(&cache), 3);
     }
 
     #[tokio::test]
