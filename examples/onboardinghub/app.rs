@@ -51,7 +51,7 @@ enum Keys {
 /// API keys (features `jwt` and `introspection`): JWTs are verified against
 /// its JWKS, opaque tokens introspected.
 #[cfg(all(feature = "jwt", feature = "introspection"))]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OAuth {
     /// The issuer, exactly as in its tokens' `iss`.
     pub issuer: String,
@@ -71,6 +71,19 @@ pub struct OAuth {
     pub refresh_interval: std::time::Duration,
     /// How long an introspection answer is cached: the revocation window.
     pub introspection_max_age: std::time::Duration,
+}
+
+/// Everything but the client secret.
+#[cfg(all(feature = "jwt", feature = "introspection"))]
+impl std::fmt::Debug for OAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("client_id", &self.client_id)
+            .field("account_claim", &self.account_claim)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(all(feature = "jwt", feature = "introspection"))]
