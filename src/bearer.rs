@@ -12,11 +12,11 @@ pub(crate) enum NoToken {
     Malformed(Malformed),
 }
 
-/// The token of the request's single `Authorization: Bearer` header.
+/// The token of the request's single `Authorization: Bearer` header, not yet
+/// checked with [`check`].
 ///
 /// The scheme is matched case-insensitively (RFC 9110 §11.1); one or more
-/// spaces may follow it; the token must be an RFC 6750 `b64token`:
-/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+/// spaces may follow it.
 pub(crate) fn token(headers: &HeaderMap) -> Result<&[u8], NoToken> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(NoToken::Missing)?;
@@ -35,10 +35,21 @@ pub(crate) fn token(headers: &HeaderMap) -> Result<&[u8], NoToken> {
     if token.is_empty() {
         return Err(NoToken::Malformed(Malformed::EmptyToken));
     }
-    if !is_b64token(token) {
-        return Err(NoToken::Malformed(Malformed::InvalidCharacters));
-    }
     Ok(token)
+}
+
+/// Whether `token` is an RFC 6750 `b64token`:
+/// `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
+///
+/// Separate from [`token`] so that a token the cache already answered for,
+/// which was checked when it was first resolved, is not scanned again (it
+/// costs ~0.3 ns a byte: 30 ns for an API key, 230 ns for a JWT).
+pub(crate) fn check(token: &[u8]) -> Result<(), Malformed> {
+    if is_b64token(token) {
+        Ok(())
+    } else {
+        Err(Malformed::InvalidCharacters)
+    }
 }
 
 fn is_b64token(token: &[u8]) -> bool {
@@ -70,7 +81,9 @@ mod tests {
         for v in values {
             headers.append(AUTHORIZATION, HeaderValue::from_bytes(v).unwrap());
         }
-        token(&headers).map(<[u8]>::to_vec)
+        let token = token(&headers)?;
+        check(token).map_err(NoToken::Malformed)?;
+        Ok(token.to_vec())
     }
 
     #[test]

@@ -42,22 +42,28 @@ use crate::error::{
 use crate::guard::{Check, Guard, Rule};
 use crate::layer::{EntitlementLayer, ScopeLayer};
 use crate::scope::{CompiledRequirement, Implications, Requirement, Scope, ScopeError};
+use crate::store::front::Epochs;
 use crate::store::{CachedStore, CredentialStore, StoreError};
 
 pub(crate) type Lookup =
     Pin<Box<dyn Future<Output = Result<Option<Arc<Credential>>, StoreError>> + Send>>;
 
 /// The cache, seen without its store's type, so that layers are not generic
-/// over it. The sync `cached` call is the hit path; `load` (boxed) is the miss
-/// path only.
+/// over it. The sync `front` and `cached_in_moka` calls are the hit path;
+/// `load` (boxed) is the miss path only.
 trait Resolver: Send + Sync {
-    fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>>;
+    fn front(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, Epochs>;
+    fn cached_in_moka(&self, hash: &TokenHash, epochs: Epochs) -> Option<Option<Arc<Credential>>>;
     fn load(self: Arc<Self>, token: PresentedToken) -> Lookup;
 }
 
 impl<S: CredentialStore + 'static> Resolver for CachedStore<S> {
-    fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
-        CachedStore::cached(self, hash)
+    fn front(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, Epochs> {
+        CachedStore::front(self, hash)
+    }
+
+    fn cached_in_moka(&self, hash: &TokenHash, epochs: Epochs) -> Option<Option<Arc<Credential>>> {
+        CachedStore::cached_in_moka(self, hash, epochs)
     }
 
     fn load(self: Arc<Self>, token: PresentedToken) -> Lookup {
@@ -175,9 +181,20 @@ impl Gate {
         &self.inner.fixed
     }
 
+    /// This thread's copy of the answer for `hash`; see `CachedStore::front`.
     #[inline]
-    pub(crate) fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
-        self.inner.resolver.cached(hash)
+    pub(crate) fn front(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, Epochs> {
+        self.inner.resolver.front(hash)
+    }
+
+    /// moka's answer, if it can give one without waiting.
+    #[inline]
+    pub(crate) fn cached_in_moka(
+        &self,
+        hash: &TokenHash,
+        epochs: Epochs,
+    ) -> Option<Option<Arc<Credential>>> {
+        self.inner.resolver.cached_in_moka(hash, epochs)
     }
 
     pub(crate) fn load(&self, token: PresentedToken) -> Lookup {

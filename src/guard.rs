@@ -181,17 +181,31 @@ impl Guard {
             };
         }
         let fixed = self.gate.fixed();
-        let (token, hash) = match bearer::token(request.headers()) {
-            Ok(token) if !self.gate.admits_token(token) => {
-                return self.deny(request, &fixed.invalid_token, None, None)
-            }
-            Ok(token) => (token, TokenHash::of(token)),
+        let token = match bearer::token(request.headers()) {
+            Ok(token) => token,
             Err(NoToken::Missing) => return self.deny(request, &fixed.missing, None, None),
             Err(NoToken::Malformed(reason)) => {
                 return self.deny(request, fixed.malformed(reason), None, None)
             }
         };
-        match self.gate.cached(&hash) {
+        let hash = TokenHash::of(token);
+        // A token this thread has an answer for passed the syntax check when
+        // it was first resolved (no other bytes have its SHA-256), so only
+        // the gate's own filter runs again.
+        let answer = match self.gate.front(&hash) {
+            Ok(answer) if self.gate.admits_token(token) => Some(answer),
+            Ok(_) => return self.deny(request, &fixed.invalid_token, None, None),
+            Err(epochs) => {
+                if let Err(reason) = bearer::check(token) {
+                    return self.deny(request, fixed.malformed(reason), None, None);
+                }
+                if !self.gate.admits_token(token) {
+                    return self.deny(request, &fixed.invalid_token, None, None);
+                }
+                self.gate.cached_in_moka(&hash, epochs)
+            }
+        };
+        match answer {
             Some(Some(credential)) => self.admit(rule, request, credential),
             Some(None) => self.deny(request, &fixed.invalid_token, None, None),
             // The only copy of the token scopegate makes: for the store

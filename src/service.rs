@@ -359,6 +359,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_gates_token_filter_still_applies_to_tokens_another_gate_cached() {
+        let cache = CachedStore::new(backend());
+        let open = Gate::new(cache.clone());
+        let strict = Gate::builder(cache.clone())
+            .token_filter(|token| token.starts_with(b"ohk_"))
+            .build()
+            .unwrap();
+        let mut open = open.api_access().layer(service_fn(echo));
+        let mut strict = strict.api_access().layer(service_fn(echo));
+        for _ in 0..3 {
+            // Cached, and then in this thread's front.
+            assert_eq!(send(&mut open, Some("good")).await.0, StatusCode::OK);
+            let (status, _) = send(&mut strict, Some("good")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        // Malformed tokens are refused before any lookup, front or not.
+        let (status, _) = send(&mut open, Some("g od")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(cache.stats().misses, 1);
+    }
+
+    #[tokio::test]
     async fn each_layer_works_alone_and_rejects_with_the_contract() {
         let gate = Gate::new(CachedStore::new(backend()));
         let mut entitlement = gate.api_access().layer(service_fn(echo));

@@ -212,29 +212,39 @@ impl<S: CredentialStore> CachedStore<S> {
         self.load(token).await
     }
 
-    /// The cached answer for `hash`, if the cache can give one without waiting.
-    ///
-    /// `Some(Some(_))` is a hit, `Some(None)` a negative hit, and `None` means
-    /// "ask [`resolve`](Self::resolve)". This is the request path's fast lane:
-    /// moka's `get` completes at once unless it has to wait for its own
-    /// housekeeping, so polling it once avoids boxing a future on a hit.
-    ///
-    /// A hot key is answered from this thread's own copy (see `front`),
-    /// without reading moka.
-    pub(crate) fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
+    /// The request path's first step: this thread's own copy of the answer
+    /// for `hash` (see `front`). `Ok(Some(_))` is a hit, `Ok(None)` a
+    /// negative hit; `Err` carries the epochs to hand to
+    /// [`cached_in_moka`](Self::cached_in_moka).
+    #[inline]
+    pub(crate) fn front(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, front::Epochs> {
         let shared = &*self.shared;
         // Read before the moka lookups: an invalidation that races them
-        // leaves the copy made below with an outdated epoch, so it is never
-        // served.
+        // leaves the copy made after them with an outdated epoch, so it is
+        // never served.
         let (found, not_found) = shared.epochs();
         let epochs = front::Epochs { found, not_found };
-        if let Some(answer) = front::get(shared.id, hash, epochs) {
-            match answer {
-                Some(_) => shared.counters.hits.bump(),
-                None => shared.counters.negative_hits.bump(),
-            }
-            return Some(answer);
+        let answer = front::get(shared.id, hash, epochs).ok_or(epochs)?;
+        match answer {
+            Some(_) => shared.counters.hits.bump(),
+            None => shared.counters.negative_hits.bump(),
         }
+        Ok(answer)
+    }
+
+    /// The second step: moka's answer for `hash`, if it can give one without
+    /// waiting, copied into this thread's front.
+    ///
+    /// `Some(Some(_))` is a hit, `Some(None)` a negative hit, and `None` means
+    /// "ask [`resolve`](Self::resolve)". moka's `get` completes at once
+    /// unless it has to wait for its own housekeeping, so polling it once
+    /// avoids boxing a future on a hit.
+    pub(crate) fn cached_in_moka(
+        &self,
+        hash: &TokenHash,
+        epochs: front::Epochs,
+    ) -> Option<Option<Arc<Credential>>> {
+        let shared = &*self.shared;
         match poll_once(shared.positive.get(hash))? {
             Some(entry) => {
                 let credential = Some(&*entry.credential);
@@ -248,6 +258,15 @@ impl<S: CredentialStore> CachedStore<S> {
                 shared.counters.negative_hits.bump();
                 Some(None)
             }
+        }
+    }
+
+    /// Both steps: what the request path answers without waiting.
+    #[cfg(test)]
+    fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
+        match self.front(hash) {
+            Ok(answer) => Some(answer),
+            Err(epochs) => self.cached_in_moka(hash, epochs),
         }
     }
 

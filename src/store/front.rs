@@ -34,8 +34,8 @@ struct Slot {
 }
 
 /// The cache's epochs, read before its moka lookups.
-#[derive(Clone, Copy)]
-pub(super) struct Epochs {
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Epochs {
     pub(super) found: u64,
     pub(super) not_found: u64,
 }

@@ -51,7 +51,7 @@ use crate::credential::{Credential, PresentedToken};
 
 mod cached;
 mod chain;
-mod front;
+pub(crate) mod front;
 #[cfg(feature = "introspection")]
 pub mod introspection;
 #[cfg(feature = "jwt")]
