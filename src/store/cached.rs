@@ -310,13 +310,19 @@ impl<S: CredentialStore> CachedStore<S> {
             // If an invalidation ran while the store was being read, what the
             // store said may predate it: serve it to this request, which
             // began before the invalidation, but do not keep it.
+            // The epoch is bumped again afterwards, for a front copy another
+            // thread may have made of the answer meanwhile.
             let (found, not_found) = shared.epochs();
             match &result {
-                Ok(_) if found != epochs.0 => shared.positive.invalidate(hash).await,
+                Ok(_) if found != epochs.0 => {
+                    shared.positive.invalidate(hash).await;
+                    Shared::<S>::bump(&shared.found_epoch);
+                }
                 Err(failure)
                     if matches!(**failure, LoadFailure::NotFound) && not_found != epochs.1 =>
                 {
                     shared.negative.invalidate(hash).await;
+                    Shared::<S>::bump(&shared.not_found_epoch);
                 }
                 _ => {}
             }
@@ -330,13 +336,20 @@ impl<S: CredentialStore> CachedStore<S> {
         }
     }
 
+    // Every invalidation bumps the epochs it concerns twice. Before it
+    // touches moka, so that a store call under way cannot re-cache what it
+    // read before (see `load`). And after moka no longer returns the entry,
+    // so that no thread keeps a front copy it made from moka meanwhile: such
+    // a copy carries an epoch read before its moka read, hence before this
+    // second bump.
+
     /// Drops whatever is cached for `hash`, found or not found.
     pub async fn invalidate(&self, hash: &TokenHash) {
         let shared = &*self.shared;
-        shared.found_epoch.fetch_add(1, Ordering::SeqCst);
-        shared.not_found_epoch.fetch_add(1, Ordering::SeqCst);
+        shared.bump_both();
         shared.positive.invalidate(hash).await;
         shared.negative.invalidate(hash).await;
+        shared.bump_both();
     }
 
     /// Drops a cached "not found" for `hash`, and nothing else: a key with
@@ -345,8 +358,9 @@ impl<S: CredentialStore> CachedStore<S> {
     #[cfg(feature = "postgres")]
     pub(crate) async fn invalidate_not_found(&self, hash: &TokenHash) {
         let shared = &*self.shared;
-        shared.not_found_epoch.fetch_add(1, Ordering::SeqCst);
+        Shared::<S>::bump(&shared.not_found_epoch);
         shared.negative.invalidate(hash).await;
+        Shared::<S>::bump(&shared.not_found_epoch);
     }
 
     /// Drops every cached token of the credential `id`.
@@ -365,15 +379,15 @@ impl<S: CredentialStore> CachedStore<S> {
     /// Drops everything.
     pub fn invalidate_all(&self) {
         let shared = &*self.shared;
-        shared.found_epoch.fetch_add(1, Ordering::SeqCst);
-        shared.not_found_epoch.fetch_add(1, Ordering::SeqCst);
+        shared.bump_both();
         shared.positive.invalidate_all();
         shared.negative.invalidate_all();
+        shared.bump_both();
     }
 
     fn invalidate_if(&self, predicate: impl Fn(&Credential) -> bool + Send + Sync + 'static) {
         let shared = &*self.shared;
-        shared.found_epoch.fetch_add(1, Ordering::SeqCst);
+        Shared::<S>::bump(&shared.found_epoch);
         // moka guarantees that no read returns an entry the predicate matches,
         // from now on. It can only refuse if closures were not enabled at
         // build time, which `build` always does; dropping everything is the
@@ -385,6 +399,7 @@ impl<S: CredentialStore> CachedStore<S> {
         {
             shared.positive.invalidate_all();
         }
+        Shared::<S>::bump(&shared.found_epoch);
     }
 
     /// The hit, miss, negative-hit, coalesced and error counters.
@@ -432,6 +447,15 @@ impl<S: CredentialStore> Shared<S> {
             );
         }
         left
+    }
+
+    fn bump(epoch: &AtomicU64) {
+        epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn bump_both(&self) {
+        Self::bump(&self.found_epoch);
+        Self::bump(&self.not_found_epoch);
     }
 
     fn epochs(&self) -> (u64, u64) {

@@ -8,8 +8,9 @@
 //! before moka's insert for "not found"). And an entry carries the cache's
 //! epoch for its kind (`found_epoch` or `not_found_epoch`) as it was read
 //! *before* the moka lookup that produced it; every invalidation bumps the
-//! epoch before it touches moka, so after an `invalidate*` call returns, no
-//! thread serves an entry from before it: the epoch differs, and the lookup
+//! epoch again *after* moka stops returning the entry. A copy of the old
+//! entry was read from moka before that, so its epoch predates the bump:
+//! after an `invalidate*` call returns, no thread serves it, and the lookup
 //! falls through to moka.
 
 use std::cell::RefCell;
