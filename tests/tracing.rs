@@ -172,3 +172,83 @@ async fn rejections_are_traced_without_secrets() {
         );
     }
 }
+
+/// JWTs: refusals say why at DEBUG, and no part of any token is written.
+#[cfg(feature = "jwt")]
+#[tokio::test]
+async fn jwt_refusals_are_traced_without_any_part_of_the_token() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use scopegate::store::jwt::JwtStore;
+    use scopegate::ChainStore;
+
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let key =
+        EncodingKey::from_rsa_pem(include_bytes!("../benches/fixtures/rs256-private.pem")).unwrap();
+    let mut jwk = serde_json::to_value(
+        jsonwebtoken::jwk::Jwk::from_encoding_key(&key, Algorithm::RS256).unwrap(),
+    )
+    .unwrap();
+    jwk["kid"] = "k1".into();
+    let jwks = serde_json::json!({ "keys": [jwk] }).to_string();
+    let plans =
+        std::collections::HashMap::from([("ws_acme".to_owned(), vec!["api-access".to_owned()])]);
+    let jwt = JwtStore::builder("https://auth.test", "https://api.test")
+        .jwks_json(&jwks)
+        .account_claim("workspace_id")
+        .entitlements(plans)
+        .build()
+        .unwrap();
+    let gate = Gate::new(CachedStore::new(ChainStore::new().jwt(jwt)));
+    ScopeSet::parse(["contacts:write"]).unwrap();
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |kid: &str, aud: &str| {
+        let header = Header {
+            typ: Some("at+jwt".into()),
+            kid: Some(kid.into()),
+            ..Header::new(Algorithm::RS256)
+        };
+        let claims = serde_json::json!({
+            "iss": "https://auth.test", "aud": aud, "sub": "u", "client_id": "app",
+            "jti": "j", "iat": now, "exp": now + 600, "scope": "contacts:write",
+            "workspace_id": "ws_acme",
+        });
+        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+    };
+    let good = sign("k1", "https://api.test");
+    let wrong_audience = sign("k1", "https://other.test");
+    let unknown_kid = sign("k2", "https://api.test");
+    for (token, want) in [
+        (&good, StatusCode::OK),
+        (&wrong_audience, StatusCode::UNAUTHORIZED),
+        (&unknown_kid, StatusCode::UNAUTHORIZED),
+    ] {
+        let authorization = format!("Bearer {token}");
+        assert_eq!(
+            status(&gate, "/api/v1/contacts", Some(&authorization)).await,
+            want
+        );
+    }
+
+    let output = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        output.contains("JWT refused") && output.contains("InvalidAudience"),
+        "{output}"
+    );
+    assert!(output.contains(r#"reason="no key for kid""#), "{output}");
+    for token in [&good, &wrong_audience, &unknown_kid] {
+        for part in token.split('.') {
+            assert!(!output.contains(part), "a part of a token leaked: {part}");
+        }
+    }
+}
