@@ -36,6 +36,24 @@ impl Write for Capture {
     }
 }
 
+impl Capture {
+    /// A subscriber for this thread that writes every event, TRACE and up,
+    /// into a new capture.
+    fn install() -> (Capture, tracing::subscriber::DefaultGuard) {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(capture.clone())
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
     type Writer = Capture;
     fn make_writer(&'a self) -> Capture {
@@ -75,13 +93,7 @@ async fn status(gate: &Gate, path: &str, authorization: Option<&str>) -> StatusC
 
 #[tokio::test]
 async fn rejections_are_traced_without_secrets() {
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install();
 
     let keys = MemoryStore::new();
     keys.insert_token(
@@ -116,7 +128,7 @@ async fn rejections_are_traced_without_secrets() {
         );
     }
 
-    let output = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let output = capture.output();
     let lines: Vec<&str> = output.lines().collect();
     let refused: Vec<&&str> = lines
         .iter()
@@ -181,13 +193,7 @@ async fn jwt_refusals_are_traced_without_any_part_of_the_token() {
     use scopegate::store::jwt::JwtStore;
     use scopegate::ChainStore;
 
-    let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(capture.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::install();
 
     let key =
         EncodingKey::from_rsa_pem(include_bytes!("../benches/fixtures/rs256-private.pem")).unwrap();
@@ -240,7 +246,7 @@ async fn jwt_refusals_are_traced_without_any_part_of_the_token() {
         );
     }
 
-    let output = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let output = capture.output();
     assert!(
         output.contains("JWT refused") && output.contains("InvalidAudience"),
         "{output}"

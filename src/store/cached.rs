@@ -316,13 +316,13 @@ impl<S: CredentialStore> CachedStore<S> {
             match &result {
                 Ok(_) if found != epochs.0 => {
                     shared.positive.invalidate(hash).await;
-                    Shared::<S>::bump(&shared.found_epoch);
+                    bump(&shared.found_epoch);
                 }
                 Err(failure)
                     if matches!(**failure, LoadFailure::NotFound) && not_found != epochs.1 =>
                 {
                     shared.negative.invalidate(hash).await;
-                    Shared::<S>::bump(&shared.not_found_epoch);
+                    bump(&shared.not_found_epoch);
                 }
                 _ => {}
             }
@@ -358,9 +358,9 @@ impl<S: CredentialStore> CachedStore<S> {
     #[cfg(feature = "postgres")]
     pub(crate) async fn invalidate_not_found(&self, hash: &TokenHash) {
         let shared = &*self.shared;
-        Shared::<S>::bump(&shared.not_found_epoch);
+        bump(&shared.not_found_epoch);
         shared.negative.invalidate(hash).await;
-        Shared::<S>::bump(&shared.not_found_epoch);
+        bump(&shared.not_found_epoch);
     }
 
     /// Drops every cached token of the credential `id`.
@@ -387,7 +387,7 @@ impl<S: CredentialStore> CachedStore<S> {
 
     fn invalidate_if(&self, predicate: impl Fn(&Credential) -> bool + Send + Sync + 'static) {
         let shared = &*self.shared;
-        Shared::<S>::bump(&shared.found_epoch);
+        bump(&shared.found_epoch);
         // moka guarantees that no read returns an entry the predicate matches,
         // from now on. It can only refuse if closures were not enabled at
         // build time, which `build` always does; dropping everything is the
@@ -399,7 +399,7 @@ impl<S: CredentialStore> CachedStore<S> {
         {
             shared.positive.invalidate_all();
         }
-        Shared::<S>::bump(&shared.found_epoch);
+        bump(&shared.found_epoch);
     }
 
     /// The hit, miss, negative-hit, coalesced and error counters.
@@ -449,13 +449,9 @@ impl<S: CredentialStore> Shared<S> {
         left
     }
 
-    fn bump(epoch: &AtomicU64) {
-        epoch.fetch_add(1, Ordering::SeqCst);
-    }
-
     fn bump_both(&self) {
-        Self::bump(&self.found_epoch);
-        Self::bump(&self.not_found_epoch);
+        bump(&self.found_epoch);
+        bump(&self.not_found_epoch);
     }
 
     fn epochs(&self) -> (u64, u64) {
@@ -494,6 +490,11 @@ impl<S: CredentialStore> Shared<S> {
         }
         result
     }
+}
+
+/// Moves an invalidation epoch on.
+fn bump(epoch: &AtomicU64) {
+    epoch.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Polls a future once with a no-op waker.
