@@ -61,6 +61,30 @@ fn cache_size(c: &mut Criterion) {
                 BatchSize::SmallInput,
             )
         });
+        // One hot key while all n are cached: does a hit's own cost grow
+        // with the cache? (Real traffic is skewed; this is its best case, as
+        // round-robin is its worst.)
+        g.bench_function(BenchmarkId::new("hot_key", n), |b| {
+            b.iter_batched(
+                || request(Some(&headers[0])),
+                |req| call(&rt, &mut service, req),
+                BatchSize::SmallInput,
+            )
+        });
+        // The round-robin requests, same order, to the bare service: what
+        // building, reading and dropping them costs without the layers.
+        let mut plain = bare();
+        g.bench_function(BenchmarkId::new("bare", n), |b| {
+            b.iter_batched(
+                || {
+                    let i = next.get();
+                    next.set((i + 1) % headers.len());
+                    request(Some(&headers[i]))
+                },
+                |req| call(&rt, &mut plain, req),
+                BatchSize::SmallInput,
+            )
+        });
         let misses = cache.stats().misses;
         assert_eq!(misses, n as u64, "the bench ran on hits only");
         drop((service, gate, cache));

@@ -123,7 +123,7 @@ where
                 State::Resolving {
                     lookup: self.guard.load(token),
                     guard: Arc::clone(&self.guard),
-                    pending: Some((request, service)),
+                    pending: Some(Box::new((request, service))),
                 }
             }
         };
@@ -153,7 +153,10 @@ pin_project! {
     {
         Inner { #[pin] future: S::Future, headers: Option<Box<ScopeHeaders>> },
         Rejected { rejection: ErrorResponse, grpc: bool, headers: Option<Box<ScopeHeaders>> },
-        Resolving { lookup: Lookup, guard: Arc<Guard>, pending: Option<(Request<ReqBody>, S)> },
+        // Boxed: a request and a service would make every response future
+        // (moved on each call, hits included) several hundred bytes larger,
+        // for the miss path's sake.
+        Resolving { lookup: Lookup, guard: Arc<Guard>, pending: Option<Box<(Request<ReqBody>, S)>> },
     }
 }
 
@@ -193,7 +196,7 @@ where
                     let resolved = ready!(lookup.as_mut().poll(cx));
                     // Taken only here, right before the state changes; if it is
                     // gone the future was polled after completion: fail closed.
-                    let Some((mut request, mut service)) = pending.take() else {
+                    let Some((mut request, mut service)) = pending.take().map(|p| *p) else {
                         return Poll::Ready(Ok(guard.unavailable().to_response(false)));
                     };
                     match guard.decide_resolved(&mut request, resolved) {

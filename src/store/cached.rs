@@ -81,8 +81,8 @@ struct Shared<S> {
     /// Tells this cache's entries apart in the per-thread front tables.
     id: u64,
     positive: Cache<TokenHash, Entry, DigestHasher>,
-    /// The value is when the entry expires (no later than moka drops it).
-    negative: Cache<TokenHash, Instant>,
+    /// The value is when a front copy of the entry must stop being served.
+    negative: Cache<TokenHash, front::Deadline>,
     store_timeout: Option<Duration>,
     time_to_live: Duration,
     negative_time_to_live: Duration,
@@ -153,12 +153,13 @@ pub struct CacheStats {
     pub errors: u64,
 }
 
-/// A cached credential and the instant its entry expires, which the
-/// per-thread front copies exactly.
+/// A cached credential, the instant its entry expires, and the deadline of
+/// the per-thread front's copies, taken just before.
 #[derive(Clone)]
 struct Entry {
     credential: Arc<Credential>,
     expires: Instant,
+    deadline: front::Deadline,
 }
 
 /// What a single-flight store call produced when it did not produce a credential.
@@ -248,13 +249,13 @@ impl<S: CredentialStore> CachedStore<S> {
         match poll_once(shared.positive.get(hash))? {
             Some(entry) => {
                 let credential = Some(&*entry.credential);
-                front::put(shared.id, hash, epochs, entry.expires, credential);
+                front::put(shared.id, hash, epochs, entry.deadline, credential);
                 shared.counters.hits.bump();
                 Some(Some(entry.credential))
             }
             None => {
-                let expires = poll_once(shared.negative.get(hash))??;
-                front::put(shared.id, hash, epochs, expires, None);
+                let deadline = poll_once(shared.negative.get(hash))??;
+                front::put(shared.id, hash, epochs, deadline, None);
                 shared.counters.negative_hits.bump();
                 Some(None)
             }
@@ -285,16 +286,21 @@ impl<S: CredentialStore> CachedStore<S> {
                 Counters::bump(&shared.counters.misses);
                 match shared.fetch(token).await {
                     Ok(Some(credential)) if !credential.is_expired(SystemTime::now()) => {
+                        let lifetime = shared.lifetime(&credential);
+                        // The deadline first: it must fall before `expires`.
+                        let deadline = front::Deadline::after(lifetime);
                         Ok(Entry {
-                            expires: Instant::now() + shared.lifetime(&credential),
+                            expires: Instant::now() + lifetime,
+                            deadline,
                             credential: Arc::new(credential),
                         })
                     }
                     Ok(_) => {
                         // Fill the negative cache before the waiters wake, so
                         // none of them, nor the next request, calls the store.
-                        let expires = Instant::now() + shared.negative_time_to_live;
-                        shared.negative.insert(*hash, expires).await;
+                        // Taken before moka's insert stamps the entry.
+                        let deadline = front::Deadline::after(shared.negative_time_to_live);
+                        shared.negative.insert(*hash, deadline).await;
                         Err(LoadFailure::NotFound)
                     }
                     Err(error) => {
@@ -579,6 +585,8 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
 
     /// Builds the cache.
     pub fn build(self) -> CachedStore<S> {
+        // Calibrates the front's clock now, not on the first request.
+        front::clock();
         let positive = Cache::builder()
             .max_capacity(self.max_capacity)
             .expire_after(EntryExpiry)
