@@ -42,7 +42,7 @@ use crate::error::{
 use crate::guard::{Check, Guard, Rule};
 use crate::layer::{EntitlementLayer, ScopeLayer};
 use crate::scope::{CompiledRequirement, Implications, Requirement, Scope, ScopeError};
-use crate::store::front::Epochs;
+use crate::store::front::{Epochs, Key};
 use crate::store::{CachedStore, CredentialStore, StoreError};
 
 pub(crate) type Lookup =
@@ -52,18 +52,28 @@ pub(crate) type Lookup =
 /// over it. The sync `front` and `cached_in_moka` calls are the hit path;
 /// `load` (boxed) is the miss path only.
 trait Resolver: Send + Sync {
-    fn front(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, Epochs>;
-    fn cached_in_moka(&self, hash: &TokenHash, epochs: Epochs) -> Option<Option<Arc<Credential>>>;
+    fn front(&self, key: &Key) -> Result<Option<Arc<Credential>>, Epochs>;
+    fn cached_in_moka(
+        &self,
+        hash: &TokenHash,
+        key: &Key,
+        epochs: Epochs,
+    ) -> Option<Option<Arc<Credential>>>;
     fn load(self: Arc<Self>, token: PresentedToken) -> Lookup;
 }
 
 impl<S: CredentialStore + 'static> Resolver for CachedStore<S> {
-    fn front(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, Epochs> {
-        CachedStore::front(self, hash)
+    fn front(&self, key: &Key) -> Result<Option<Arc<Credential>>, Epochs> {
+        CachedStore::front(self, key)
     }
 
-    fn cached_in_moka(&self, hash: &TokenHash, epochs: Epochs) -> Option<Option<Arc<Credential>>> {
-        CachedStore::cached_in_moka(self, hash, epochs)
+    fn cached_in_moka(
+        &self,
+        hash: &TokenHash,
+        key: &Key,
+        epochs: Epochs,
+    ) -> Option<Option<Arc<Credential>>> {
+        CachedStore::cached_in_moka(self, hash, key, epochs)
     }
 
     fn load(self: Arc<Self>, token: PresentedToken) -> Lookup {
@@ -181,10 +191,10 @@ impl Gate {
         &self.inner.fixed
     }
 
-    /// This thread's copy of the answer for `hash`; see `CachedStore::front`.
+    /// This thread's copy of the answer for `key`; see `CachedStore::front`.
     #[inline]
-    pub(crate) fn front(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, Epochs> {
-        self.inner.resolver.front(hash)
+    pub(crate) fn front(&self, key: &Key) -> Result<Option<Arc<Credential>>, Epochs> {
+        self.inner.resolver.front(key)
     }
 
     /// moka's answer, if it can give one without waiting.
@@ -192,9 +202,10 @@ impl Gate {
     pub(crate) fn cached_in_moka(
         &self,
         hash: &TokenHash,
+        key: &Key,
         epochs: Epochs,
     ) -> Option<Option<Arc<Credential>>> {
-        self.inner.resolver.cached_in_moka(hash, epochs)
+        self.inner.resolver.cached_in_moka(hash, key, epochs)
     }
 
     pub(crate) fn load(&self, token: PresentedToken) -> Lookup {

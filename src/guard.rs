@@ -12,6 +12,7 @@ use crate::error::ErrorResponse;
 use crate::gate::{Gate, Lookup};
 use crate::policy::{CompiledPolicy, Target};
 use crate::scope::{CompiledRequirement, Scope};
+use crate::store::front::Key;
 use crate::store::StoreError;
 
 /// One layer's policy: the gate, and what this layer checks.
@@ -188,12 +189,13 @@ impl Guard {
                 return self.deny(request, fixed.malformed(reason), None, None)
             }
         };
-        let hash = TokenHash::of(token);
         // A token this thread has an answer for passed the syntax check when
-        // it was first resolved (no other bytes have its SHA-256), so only
-        // the gate's own filter runs again.
-        let answer = match self.gate.front(&hash) {
-            Ok(answer) if self.gate.admits_token(token) => Some(answer),
+        // it was first resolved (no other bytes have its front key, a MAC),
+        // so only the gate's own filter runs again. Its SHA-256 is taken
+        // only when the front has no answer.
+        let key = Key::of(token);
+        let answer = match self.gate.front(&key) {
+            Ok(answer) if self.gate.admits_token(token) => answer,
             Ok(_) => return self.deny(request, &fixed.invalid_token, None, None),
             Err(epochs) => {
                 if let Err(reason) = bearer::check(token) {
@@ -202,19 +204,24 @@ impl Guard {
                 if !self.gate.admits_token(token) {
                     return self.deny(request, &fixed.invalid_token, None, None);
                 }
-                self.gate.cached_in_moka(&hash, epochs)
+                let hash = TokenHash::of(token);
+                match self.gate.cached_in_moka(&hash, &key, epochs) {
+                    Some(answer) => answer,
+                    // The only copy of the token scopegate makes: for the
+                    // store call, dropped with it. A `b64token` is ASCII, so
+                    // the conversion cannot fail.
+                    None => {
+                        return match std::str::from_utf8(token) {
+                            Ok(token) => Decision::Resolve(PresentedToken::with_hash(token, hash)),
+                            Err(_) => self.deny(request, &fixed.invalid_token, None, None),
+                        }
+                    }
+                }
             }
         };
         match answer {
-            Some(Some(credential)) => self.admit(rule, request, credential),
-            Some(None) => self.deny(request, &fixed.invalid_token, None, None),
-            // The only copy of the token scopegate makes: for the store
-            // call, dropped with it. A `b64token` is ASCII, so the
-            // conversion cannot fail.
-            None => match std::str::from_utf8(token) {
-                Ok(token) => Decision::Resolve(PresentedToken::with_hash(token, hash)),
-                Err(_) => self.deny(request, &fixed.invalid_token, None, None),
-            },
+            Some(credential) => self.admit(rule, request, credential),
+            None => self.deny(request, &fixed.invalid_token, None, None),
         }
     }
 

@@ -214,18 +214,18 @@ impl<S: CredentialStore> CachedStore<S> {
     }
 
     /// The request path's first step: this thread's own copy of the answer
-    /// for `hash` (see `front`). `Ok(Some(_))` is a hit, `Ok(None)` a
+    /// for the token whose front key is `key` (see `front`). `Ok(Some(_))` is a hit, `Ok(None)` a
     /// negative hit; `Err` carries the epochs to hand to
     /// [`cached_in_moka`](Self::cached_in_moka).
     #[inline]
-    pub(crate) fn front(&self, hash: &TokenHash) -> Result<Option<Arc<Credential>>, front::Epochs> {
+    pub(crate) fn front(&self, key: &front::Key) -> Result<Option<Arc<Credential>>, front::Epochs> {
         let shared = &*self.shared;
         // Read before the moka lookups: an invalidation that races them
         // leaves the copy made after them with an outdated epoch, so it is
         // never served.
         let (found, not_found) = shared.epochs();
         let epochs = front::Epochs { found, not_found };
-        let answer = front::get(shared.id, hash, epochs).ok_or(epochs)?;
+        let answer = front::get(shared.id, key, epochs).ok_or(epochs)?;
         match answer {
             Some(_) => shared.counters.hits.bump(),
             None => shared.counters.negative_hits.bump(),
@@ -234,7 +234,7 @@ impl<S: CredentialStore> CachedStore<S> {
     }
 
     /// The second step: moka's answer for `hash`, if it can give one without
-    /// waiting, copied into this thread's front.
+    /// waiting, copied into this thread's front under `key`.
     ///
     /// `Some(Some(_))` is a hit, `Some(None)` a negative hit, and `None` means
     /// "ask [`resolve`](Self::resolve)". moka's `get` completes at once
@@ -243,31 +243,35 @@ impl<S: CredentialStore> CachedStore<S> {
     pub(crate) fn cached_in_moka(
         &self,
         hash: &TokenHash,
+        key: &front::Key,
         epochs: front::Epochs,
     ) -> Option<Option<Arc<Credential>>> {
         let shared = &*self.shared;
         match poll_once(shared.positive.get(hash))? {
             Some(entry) => {
                 let credential = Some(&*entry.credential);
-                front::put(shared.id, hash, epochs, entry.deadline, credential);
+                front::put(shared.id, key, epochs, entry.deadline, credential);
                 shared.counters.hits.bump();
                 Some(Some(entry.credential))
             }
             None => {
                 let deadline = poll_once(shared.negative.get(hash))??;
-                front::put(shared.id, hash, epochs, deadline, None);
+                front::put(shared.id, key, epochs, deadline, None);
                 shared.counters.negative_hits.bump();
                 Some(None)
             }
         }
     }
 
-    /// Both steps: what the request path answers without waiting.
+    /// Both steps: what the request path answers without waiting. The
+    /// tests know tokens by their hashes, so the front key is taken of that:
+    /// one key per token all the same.
     #[cfg(test)]
     fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
-        match self.front(hash) {
+        let key = front::Key::of(hash.as_bytes());
+        match self.front(&key) {
             Ok(answer) => Some(answer),
-            Err(epochs) => self.cached_in_moka(hash, epochs),
+            Err(epochs) => self.cached_in_moka(hash, &key, epochs),
         }
     }
 
@@ -938,6 +942,34 @@ mod tests {
         assert_eq!(cache.cached(&other), Some(None));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(cache.cached(&other), None, "expired with the moka entry");
+        assert_eq!(calls(&cache), 3);
+    }
+
+    #[tokio::test]
+    async fn tokens_that_share_a_front_slot_get_their_own_answers() {
+        // Tokens whose front keys fall into one slot of this thread's table.
+        let slot = |hash: &TokenHash| front::slot_of(&front::Key::of(hash.as_bytes()));
+        let first = TokenHash::of("token 0");
+        let mut sharing = (1..)
+            .map(|i| TokenHash::of(format!("token {i}")))
+            .filter(|hash| slot(hash) == slot(&first));
+        let (second, unknown) = (sharing.next().unwrap(), sharing.next().unwrap());
+
+        let probe = Arc::new(Probe::default());
+        probe.inner.insert(first, key("key_first", "ws"));
+        probe.inner.insert(second, key("key_second", "ws"));
+        let cache = CachedStore::new(Arc::clone(&probe));
+        let id = |hash: &TokenHash| cache.cached(hash).flatten().map(|c| c.id().to_owned());
+        for hash in [first, second, unknown] {
+            cache.resolve(&presented(&hash)).await.unwrap();
+        }
+        // Whichever holds the slot is served from the front, the others from
+        // moka: never one token's answer for another.
+        for _ in 0..3 {
+            assert_eq!(id(&first).as_deref(), Some("key_first"));
+            assert_eq!(id(&second).as_deref(), Some("key_second"));
+            assert_eq!(cache.cached(&unknown), Some(None));
+        }
         assert_eq!(calls(&cache), 3);
     }
 

@@ -3,6 +3,9 @@
 //! hits (and a flood of one bad token) read neither moka nor a reference count
 //! that other threads write.
 //!
+//! Entries are keyed by a [`Key`], a MAC of the token that costs half its
+//! SHA-256; the digest is computed only when the front has no answer.
+//!
 //! Correctness rests on two facts. An entry expires before the moka entry it
 //! copies (see [`Deadline`]). And an entry carries the cache's
 //! epoch for its kind (`found_epoch` or `not_found_epoch`) as it was read
@@ -13,19 +16,22 @@
 //! falls through to moka.
 
 use std::cell::RefCell;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::credential::{Credential, TokenHash};
+use siphasher::sip128::{Hasher128, SipHasher24};
 
-/// Entries per thread. The table is direct-mapped by the token hash, which is
-/// uniform, so hot keys rarely share a slot; a clash only costs a moka read.
+use crate::credential::Credential;
+
+/// Entries per thread. The table is direct-mapped by the key, which is
+/// uniform, so hot tokens rarely share a slot; a clash only costs a moka read.
 const SLOTS: usize = 64;
 
 struct Slot {
     /// Which `CachedStore` the entry belongs to.
     store: u64,
-    hash: TokenHash,
+    key: Key,
     /// The epoch of the entry's kind.
     epoch: u64,
     deadline: Deadline,
@@ -48,6 +54,38 @@ impl Slot {
         };
         self.epoch == current
     }
+}
+
+/// What the front is keyed by: SipHash-2-4 of the token, 128 bits, under a
+/// key drawn at random once per process (40 ns for an API key, where its
+/// SHA-256 takes 80 ns).
+///
+/// SipHash-2-4 is a MAC. Serving a token another token's answer would take
+/// a collision with it under a secret key nobody outside the process can
+/// read: a chance of 2⁻¹²⁸ per attempt. Like the SHA-256 digest, a `Key`
+/// tells nothing about the token, and it is worthless outside this process.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key(u128);
+
+impl Key {
+    /// The key of `token`.
+    #[inline]
+    pub(crate) fn of(token: &[u8]) -> Key {
+        let &(k0, k1) = secret();
+        let mut mac = SipHasher24::new_with_keys(k0, k1);
+        mac.write(token);
+        Key(mac.finish128().as_u128())
+    }
+}
+
+/// The process's SipHash key: 128 bits from the standard library's
+/// randomly seeded `RandomState` (seeded from the OS's generator).
+fn secret() -> &'static (u64, u64) {
+    static SECRET: OnceLock<(u64, u64)> = OnceLock::new();
+    SECRET.get_or_init(|| {
+        let draw = |n: u64| std::collections::hash_map::RandomState::new().hash_one(n);
+        (draw(0), draw(1))
+    })
 }
 
 /// When a front copy stops being served, on the `quanta` clock: the TSC
@@ -84,20 +122,21 @@ thread_local! {
     static FRONT: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn slot_of(hash: &TokenHash) -> usize {
-    usize::from(hash.as_bytes()[0]) % SLOTS
+pub(super) fn slot_of(key: &Key) -> usize {
+    // The low bits of a MAC are as uniform as the rest.
+    (key.0 as usize) % SLOTS
 }
 
-/// This thread's copy of the answer for `hash`, if it is current:
+/// This thread's copy of the answer for `key`, if it is current:
 /// `Some(Some(_))` found, `Some(None)` not found, `None` ask moka.
 #[inline]
-pub(super) fn get(store: u64, hash: &TokenHash, epochs: Epochs) -> Option<Option<Arc<Credential>>> {
+pub(super) fn get(store: u64, key: &Key, epochs: Epochs) -> Option<Option<Arc<Credential>>> {
     FRONT
         .try_with(|front| {
             let front = front.try_borrow().ok()?;
-            let slot = front.get(slot_of(hash))?.as_ref()?;
+            let slot = front.get(slot_of(key))?.as_ref()?;
             (slot.store == store
-                && slot.hash == *hash
+                && slot.key == *key
                 && slot.epoch_is(epochs)
                 && !slot.deadline.passed())
             .then(|| slot.credential.clone())
@@ -111,7 +150,7 @@ pub(super) fn get(store: u64, hash: &TokenHash, epochs: Epochs) -> Option<Option
 /// once per thread and key, so that threads do not share its reference count.
 pub(super) fn put(
     store: u64,
-    hash: &TokenHash,
+    key: &Key,
     epochs: Epochs,
     deadline: Deadline,
     credential: Option<&Credential>,
@@ -123,19 +162,19 @@ pub(super) fn put(
         if front.is_empty() {
             front.resize_with(SLOTS, || None);
         }
-        let Some(slot) = front.get_mut(slot_of(hash)) else {
+        let Some(slot) = front.get_mut(slot_of(key)) else {
             return;
         };
         // A slot held by a live entry of another key stays: two hot keys in
         // one slot would otherwise copy a credential on every request.
         if slot.as_ref().is_some_and(|s| {
-            s.store == store && s.hash != *hash && s.epoch_is(epochs) && !s.deadline.passed()
+            s.store == store && s.key != *key && s.epoch_is(epochs) && !s.deadline.passed()
         }) {
             return;
         }
         *slot = Some(Slot {
             store,
-            hash: *hash,
+            key: *key,
             epoch: match credential {
                 Some(_) => epochs.found,
                 None => epochs.not_found,
@@ -149,6 +188,18 @@ pub(super) fn put(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_tell_tokens_apart_and_are_stable() {
+        let token = b"ohk_demo_all_scopes";
+        assert!(Key::of(token) == Key::of(token));
+        assert!(Key::of(token) != Key::of(b"ohk_demo_all_scopez"));
+        assert!(Key::of(b"") != Key::of(b"\0"));
+        // Not a bare hash of the token: the secret key is mixed in.
+        let mut unkeyed = SipHasher24::new_with_keys(0, 0);
+        unkeyed.write(token);
+        assert!(Key::of(token).0 != unkeyed.finish128().as_u128());
+    }
 
     #[test]
     fn a_deadline_passes_before_the_lifetime_it_was_given() {
