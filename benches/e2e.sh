@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # End to end: the example server under wrk on loopback. Compares
 # GET /api/v1/contacts (api-access + contacts:read, demo key) with the same
-# handler mounted without layers at /unprotected/api/v1/contacts, in one run,
-# alternating the two so drift hits both alike. Bounded: ROUNDS x 2 x DURATION
-# of load (default 3 x 2 x 10 s), plus a build.
+# handler mounted without layers at /unprotected/api/v1/contacts, and behind
+# a route_layer that does nothing at /noop-layer/api/v1/contacts (what axum's
+# route-layer plumbing costs by itself), in one run, alternating the three so
+# drift hits all alike. Bounded: ROUNDS x 3 x DURATION of load (default
+# 3 x 3 x 10 s), plus a build.
 #
 #   bash benches/e2e.sh               # DURATION=10s CONNECTIONS=32 ROUNDS=3 KEYS=1
 #   KEYS=16 bash benches/e2e.sh       # rotate 16 keys instead of one
@@ -30,7 +32,9 @@ done
 # Both routes answer the same body.
 protected=$(curl -fs -H "Authorization: Bearer $TOKEN" "http://$ADDR/api/v1/contacts")
 open=$(curl -fs -H "Authorization: Bearer $TOKEN" "http://$ADDR/unprotected/api/v1/contacts")
-[ "$protected" = "$open" ] || { echo "routes differ: $protected vs $open" >&2; exit 1; }
+noop=$(curl -fs -H "Authorization: Bearer $TOKEN" "http://$ADDR/noop-layer/api/v1/contacts")
+[ "$protected" = "$open" ] && [ "$noop" = "$open" ] ||
+  { echo "routes differ: $protected vs $open vs $noop" >&2; exit 1; }
 
 
 # KEYS>1: create that many keys through developer settings; a wrk script
@@ -64,16 +68,23 @@ load() { # path -> "req_per_s p99_ms non2xx"
 }
 
 load /api/v1/contacts >/dev/null   # warm-up
-echo "| round | unprotected req/s | protected req/s | ratio | unprotected p99 ms | protected p99 ms |"
-echo "|---|---:|---:|---:|---:|---:|"
-sum_o=0; sum_p=0
+echo "| round | unprotected req/s | no-op layer req/s | protected req/s | protected ÷ unprotected | protected ÷ no-op layer | unprotected p99 ms | no-op p99 ms | protected p99 ms |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+sum_o=0; sum_n=0; sum_p=0
 for round in $(seq "$ROUNDS"); do
   read -r o_rps o_p99 o_bad <<<"$(load /unprotected/api/v1/contacts)"
+  read -r n_rps n_p99 n_bad <<<"$(load /noop-layer/api/v1/contacts)"
   read -r p_rps p_p99 p_bad <<<"$(load /api/v1/contacts)"
-  [ "$o_bad" = 0 ] && [ "$p_bad" = 0 ] || { echo "non-2xx responses: $o_bad / $p_bad" >&2; exit 1; }
+  [ "$o_bad" = 0 ] && [ "$n_bad" = 0 ] && [ "$p_bad" = 0 ] ||
+    { echo "non-2xx responses: $o_bad / $n_bad / $p_bad" >&2; exit 1; }
   ratio=$(awk -v p="$p_rps" -v o="$o_rps" 'BEGIN {printf "%.3f", p / o}')
-  echo "| $round | $o_rps | $p_rps | $ratio | $o_p99 | $p_p99 |"
+  own=$(awk -v p="$p_rps" -v n="$n_rps" 'BEGIN {printf "%.3f", p / n}')
+  echo "| $round | $o_rps | $n_rps | $p_rps | $ratio | $own | $o_p99 | $n_p99 | $p_p99 |"
   sum_o=$(awk -v a="$sum_o" -v b="$o_rps" 'BEGIN {print a + b}')
+  sum_n=$(awk -v a="$sum_n" -v b="$n_rps" 'BEGIN {print a + b}')
   sum_p=$(awk -v a="$sum_p" -v b="$p_rps" 'BEGIN {print a + b}')
 done
-awk -v p="$sum_p" -v o="$sum_o" 'BEGIN {printf "\nprotected / unprotected throughput over all rounds: %.3f\n", p / o}'
+awk -v p="$sum_p" -v o="$sum_o" -v n="$sum_n" 'BEGIN {
+  printf "\nprotected / unprotected throughput over all rounds: %.3f\n", p / o
+  printf "no-op layer / unprotected: %.3f; protected / no-op layer: %.3f\n", n / o, p / n
+}'

@@ -267,7 +267,11 @@ impl App {
 
     /// [`router`](Self::router) plus `GET /unprotected/api/v1/contacts`: the
     /// same handler over the same data with no layers, for the end-to-end
-    /// benchmark's baseline (`benches/e2e.sh`). Never for production.
+    /// benchmark's baseline (`benches/e2e.sh`); and
+    /// `GET /noop-layer/api/v1/contacts`, the same again behind a
+    /// `route_layer` that does nothing, to tell what axum's route-layer
+    /// plumbing costs apart from what scopegate's layer does. Never for
+    /// production.
     pub fn router_with_unprotected_twin(&self) -> Result<Router, ConfigError> {
         self.build(true)
     }
@@ -304,6 +308,10 @@ impl App {
             if unprotected_twin && resource == "contacts" {
                 let twin = get(list).with_state(Arc::clone(&collection));
                 open = open.route("/unprotected/api/v1/contacts", twin);
+                let noop = get(list)
+                    .route_layer(tower::layer::util::Identity::new())
+                    .with_state(Arc::clone(&collection));
+                open = open.route("/noop-layer/api/v1/contacts", noop);
             }
             let read = scope(&format!("{resource}:read"))?;
             let write = scope(&format!("{resource}:write"))?;
