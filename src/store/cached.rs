@@ -20,6 +20,9 @@ const DEFAULT_TIME_TO_LIVE: Duration = Duration::from_secs(60);
 const DEFAULT_NEGATIVE_MAX_CAPACITY: u64 = 10_000;
 const DEFAULT_NEGATIVE_TIME_TO_LIVE: Duration = Duration::from_secs(5);
 const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest either time-to-live may be: a year, in effect "until
+/// invalidated", and far inside what `Instant` arithmetic can represent.
+const MAX_TIME_TO_LIVE: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// Ids of `CachedStore`s, for the per-thread front tables.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -214,9 +217,9 @@ impl<S: CredentialStore> CachedStore<S> {
     }
 
     /// The request path's first step: this thread's own copy of the answer
-    /// for the token whose front key is `key` (see `front`). `Ok(Some(_))` is a hit, `Ok(None)` a
-    /// negative hit; `Err` carries the epochs to hand to
-    /// [`cached_in_moka`](Self::cached_in_moka).
+    /// for the token whose front key is `key` (see `front`). `Ok(Some(_))`
+    /// is a hit, `Ok(None)` a negative hit; `Err` carries the epochs to hand
+    /// to [`cached_in_moka`](Self::cached_in_moka).
     #[inline]
     pub(crate) fn front(&self, key: &front::Key) -> Result<Option<Arc<Credential>>, front::Epochs> {
         let shared = &*self.shared;
@@ -554,9 +557,10 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
 
     /// How long a found credential stays cached (default 60 s); an entry also
     /// never outlives the credential's own expiry. This is the revocation
-    /// bound when nothing calls `invalidate*`.
+    /// bound when nothing calls `invalidate*`. Longer than a year counts as a
+    /// year.
     pub fn time_to_live(mut self, time_to_live: Duration) -> Self {
-        self.time_to_live = time_to_live;
+        self.time_to_live = time_to_live.min(MAX_TIME_TO_LIVE);
         self
     }
 
@@ -568,9 +572,10 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
 
     /// How long a "not found" answer stays cached (default 5 s): how long a
     /// key created elsewhere can be refused after one failed attempt, unless
-    /// [`CachedStore::invalidate`] is called for its hash.
+    /// [`CachedStore::invalidate`] is called for its hash. Longer than a year
+    /// counts as a year.
     pub fn negative_time_to_live(mut self, time_to_live: Duration) -> Self {
-        self.negative_time_to_live = time_to_live;
+        self.negative_time_to_live = time_to_live.min(MAX_TIME_TO_LIVE);
         self
     }
 
@@ -943,6 +948,24 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(cache.cached(&other), None, "expired with the moka entry");
         assert_eq!(calls(&cache), 3);
+    }
+
+    #[tokio::test]
+    async fn endless_times_to_live_count_as_a_year() {
+        let probe = Arc::new(Probe::default());
+        let found = probe.inner.insert_token("found", key("key_found", "ws"));
+        let cache = CachedStore::builder(Arc::clone(&probe))
+            .time_to_live(Duration::MAX)
+            .negative_time_to_live(Duration::MAX)
+            .build();
+        let unknown = TokenHash::of("unknown");
+        for _ in 0..2 {
+            assert!(cache.resolve(&presented(&found)).await.unwrap().is_some());
+            assert!(cache.resolve(&presented(&unknown)).await.unwrap().is_none());
+            assert!(cache.cached(&found).flatten().is_some());
+            assert_eq!(cache.cached(&unknown), Some(None));
+        }
+        assert_eq!(calls(&cache), 2);
     }
 
     #[tokio::test]
