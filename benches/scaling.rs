@@ -50,13 +50,14 @@ fn cache_size(c: &mut Criterion) {
         // Round-robin over every cached token, so 1M entries are not served
         // from a warm CPU cache.
         let next = Cell::new(0usize);
+        let round_robin = || {
+            let i = next.get();
+            next.set((i + 1) % headers.len());
+            request(Some(&headers[i]))
+        };
         g.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter_batched(
-                || {
-                    let i = next.get();
-                    next.set((i + 1) % headers.len());
-                    request(Some(&headers[i]))
-                },
+                round_robin,
                 |req| call(&rt, &mut service, req),
                 BatchSize::SmallInput,
             )
@@ -76,11 +77,7 @@ fn cache_size(c: &mut Criterion) {
         let mut plain = bare();
         g.bench_function(BenchmarkId::new("bare", n), |b| {
             b.iter_batched(
-                || {
-                    let i = next.get();
-                    next.set((i + 1) % headers.len());
-                    request(Some(&headers[i]))
-                },
+                round_robin,
                 |req| call(&rt, &mut plain, req),
                 BatchSize::SmallInput,
             )
