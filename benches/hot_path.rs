@@ -91,9 +91,8 @@ fn hot_path(c: &mut Criterion) {
                 "contacts:write",
             );
         }
-        let policy = policy
-            .scope(http::Method::GET, "/api/v1/contacts", "contacts:read")
-            .build(&gate)
+        let policy = gate
+            .policy(policy.scope(http::Method::GET, "/api/v1/contacts", "contacts:read"))
             .expect("policy");
         let name = if routes == 10 {
             "policy_hit_10_routes"

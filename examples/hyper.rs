@@ -38,16 +38,17 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
 /// The access policy: every route listed, everything else refused.
 fn policy(gate: &Gate) -> Result<scopegate::PolicyLayer, ConfigError> {
-    RoutePolicy::new()
-        .require_entitlement("api-access")
-        .scope_catalog(demo::SCOPES)
-        .public(Method::GET, "/health")
-        .scope(Method::GET, "/api/v1/contacts", "contacts:read")
-        .scope(Method::GET, "/api/v1/contacts/{id}", "contacts:read")
-        .scope(Method::POST, "/api/v1/contacts", "contacts:write")
-        .scope(Method::GET, "/api/v1/guides", "guides:read")
-        .scope(Method::GET, "/api/v1/guides/{id}", "guides:read")
-        .build(gate)
+    gate.policy(
+        RoutePolicy::new()
+            .require_entitlement("api-access")
+            .scope_catalog(demo::SCOPES)
+            .public(Method::GET, "/health")
+            .scope(Method::GET, "/api/v1/contacts", "contacts:read")
+            .scope(Method::GET, "/api/v1/contacts/{id}", "contacts:read")
+            .scope(Method::POST, "/api/v1/contacts", "contacts:write")
+            .scope(Method::GET, "/api/v1/guides", "guides:read")
+            .scope(Method::GET, "/api/v1/guides/{id}", "guides:read"),
+    )
 }
 
 /// Accepts connections until the task is dropped.

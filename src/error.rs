@@ -11,17 +11,28 @@
 //! | [`MissingCredential`](Rejection::MissingCredential) | 401 | `unauthorized` | `WWW-Authenticate: Bearer` |
 //! | [`InvalidToken`](Rejection::InvalidToken) | 401 | `invalid_token` | `WWW-Authenticate: Bearer error="invalid_token"` |
 //! | [`Malformed`](Rejection::Malformed) | 400 | `invalid_request` | `WWW-Authenticate: Bearer error="invalid_request"` |
+//! | [`NoRoute`](Rejection::NoRoute) | 404 | `not_found` | |
 //! | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 | `service_unavailable` | `Retry-After` |
 //!
+//! Those are all the statuses scopegate sends. Every body has the shape of
+//! [`ErrorEnvelope`], `{"error":{"type":"…","message":"…"}}`; an application
+//! can answer its own errors in the same shape with it. gRPC clients
+//! (`content-type: application/grpc…`) get a trailers-only response instead:
+//! HTTP 200, the [`grpc_status`](RejectionKind::grpc_status) and the same
+//! message, percent-encoded, in `grpc-message`.
+//!
 //! The [`Rejection`] is also put into the response's extensions, so outer
-//! layers can log or count it. Messages can be replaced with [`Messages`].
-//! Bodies are built once, when the gate or layer is built, not per request.
+//! layers can log or count it. Messages can be replaced with [`Messages`],
+//! whole responses with a [`RenderRejection`]. Bodies are built once, when
+//! the gate or layer is built, not per request. Configuration mistakes are
+//! [`ConfigError`]s, returned when a gate, layer or policy is built.
 //!
 //! # Example
 //!
 //! ```
 //! use http::StatusCode;
-//! use scopegate::{Messages, Rejection, RejectionKind, Scope};
+//! use scopegate::error::{ErrorEnvelope, Messages, Rejection, RejectionKind};
+//! use scopegate::Scope;
 //!
 //! # fn main() -> Result<(), scopegate::ScopeError> {
 //! let rejection = Rejection::InsufficientScope(Scope::new("contacts:write")?);
@@ -37,22 +48,22 @@
 //!     .with_insufficient_scope(|scope| format!("Missing {scope}."));
 //! assert_eq!(messages.message(&Rejection::InvalidToken), "Unknown key.");
 //! assert_eq!(messages.message(&rejection), "Missing contacts:write.");
+//!
+//! // The same shape for an application's own errors.
+//! let body = ErrorEnvelope::new("validation_error", "name is required").to_bytes();
+//! assert_eq!(body, r#"{"error":{"type":"validation_error","message":"name is required"}}"#);
 //! # Ok(())
 //! # }
 //! ```
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use http::{Response, StatusCode};
 use serde::Serialize;
 
-use crate::body::ResponseBody;
-use crate::scope::Scope;
+use crate::scope::{Scope, ScopeError};
 
 /// The entitlement every API request needs by default.
 pub const API_ACCESS: &str = "api-access";
@@ -82,40 +93,43 @@ pub enum Rejection {
     NoRoute,
 }
 
-/// What is wrong with an `Authorization` header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Malformed {
-    /// The scheme is not `Bearer`.
-    Scheme,
-    /// `Bearer` with no token.
-    EmptyToken,
-    /// More than one `Authorization` header.
-    MultipleHeaders,
-    /// The token has characters outside RFC 6750's `b64token`.
-    InvalidCharacters,
-}
+/// Declares [`Malformed`] with each variant's default message, and
+/// `Malformed::ALL`, its variants in order: the list of variants is written
+/// once, so the prerendered responses indexed by `Malformed as usize` cover
+/// every variant by construction.
+macro_rules! malformed {
+    ($($(#[$doc:meta])* $variant:ident => $message:expr,)*) => {
+        /// What is wrong with an `Authorization` header.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum Malformed {
+            $($(#[$doc])* $variant,)*
+        }
 
-impl Malformed {
-    const ALL: [Malformed; 4] = [
-        Malformed::Scheme,
-        Malformed::EmptyToken,
-        Malformed::MultipleHeaders,
-        Malformed::InvalidCharacters,
-    ];
+        impl Malformed {
+            /// Every variant, in declaration order: `ALL[m as usize] == m`.
+            pub(crate) const ALL: [Malformed; [$(Malformed::$variant),*].len()] =
+                [$(Malformed::$variant),*];
 
-    fn default_message(self) -> &'static str {
-        match self {
-            Malformed::Scheme => {
-                "The Authorization header must use the Bearer scheme: 'Authorization: Bearer <token>'."
-            }
-            Malformed::EmptyToken => "The Authorization header has an empty Bearer token.",
-            Malformed::MultipleHeaders => "Send exactly one Authorization header.",
-            Malformed::InvalidCharacters => {
-                "The Bearer token contains characters that are not allowed in a token."
+            fn default_message(self) -> &'static str {
+                match self {
+                    $(Malformed::$variant => $message,)*
+                }
             }
         }
-    }
+    };
+}
+
+malformed! {
+    /// The scheme is not `Bearer`.
+    Scheme =>
+        "The Authorization header must use the Bearer scheme: 'Authorization: Bearer <token>'.",
+    /// `Bearer` with no token.
+    EmptyToken => "The Authorization header has an empty Bearer token.",
+    /// More than one `Authorization` header.
+    MultipleHeaders => "Send exactly one Authorization header.",
+    /// The token has characters outside RFC 6750's `b64token`.
+    InvalidCharacters => "The Bearer token contains characters that are not allowed in a token.",
 }
 
 /// The `type` of an error body; one per row of the contract.
@@ -311,7 +325,7 @@ impl fmt::Debug for Messages {
 }
 
 /// Renders rejections your own way; set with
-/// [`GateBuilder::renderer`](crate::GateBuilder::renderer).
+/// [`GateBuilder::renderer`](crate::gate::GateBuilder::renderer).
 ///
 /// Called once per possible rejection when a gate or layer is built (every
 /// rejection a layer can produce is known then), for the HTTP form and for
@@ -327,9 +341,10 @@ impl fmt::Debug for Messages {
 /// ```
 /// use bytes::Bytes;
 /// use http::{Response, StatusCode};
-/// use scopegate::{CachedStore, Gate, MemoryStore, Rejection};
+/// use scopegate::error::Rejection;
+/// use scopegate::{CachedStore, Gate, MemoryStore};
 ///
-/// # fn main() -> Result<(), scopegate::ConfigError> {
+/// # fn main() -> Result<(), scopegate::error::ConfigError> {
 /// // RFC 9457 problem details for HTTP clients; gRPC clients keep the default.
 /// let gate = Gate::builder(CachedStore::new(MemoryStore::new()))
 ///     .renderer(|rejection: &Rejection, message: &str, grpc: bool| {
@@ -366,493 +381,160 @@ where
     }
 }
 
-/// How a gate renders rejections: everything that shapes an error response.
-#[derive(Clone)]
-pub(crate) struct Render {
-    pub(crate) messages: Messages,
-    pub(crate) retry_after: Duration,
-    /// `realm="…"` in challenges, already checked to be quotable.
-    pub(crate) realm: Option<String>,
-    /// RFC 9728 `resource_metadata="…"` in challenges, already checked.
-    pub(crate) resource_metadata: Option<String>,
-    /// Whether a 403 names the missing scope (the documented default).
-    pub(crate) disclose_scope: bool,
-    pub(crate) renderer: Option<Arc<dyn RenderRejection>>,
-}
-
-impl Default for Render {
-    fn default() -> Self {
-        Render {
-            messages: Messages::default(),
-            retry_after: Duration::from_secs(5),
-            realm: None,
-            resource_metadata: None,
-            disclose_scope: true,
-            renderer: None,
-        }
-    }
-}
-
-impl fmt::Debug for Render {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Render")
-            .field("messages", &self.messages)
-            .field("retry_after", &self.retry_after)
-            .field("realm", &self.realm)
-            .field("resource_metadata", &self.resource_metadata)
-            .field("disclose_scope", &self.disclose_scope)
-            .field("renderer", &self.renderer.is_some())
-            .finish()
-    }
-}
-
-const UNDISCLOSED_SCOPE: &str =
-    "Your credential does not have the permission this action requires.";
-
-impl Render {
-    /// The `WWW-Authenticate` value: `Bearer`, then realm, error, scope and
-    /// resource_metadata attributes, as RFC 6750 §3 and RFC 9728 §5.1 order them.
-    fn challenge(&self, error: Option<&str>, scope: Option<Scope>) -> HeaderValue {
-        let mut attributes = Vec::new();
-        if let Some(realm) = &self.realm {
-            attributes.push(format!(r#"realm="{realm}""#));
-        }
-        if let Some(error) = error {
-            attributes.push(format!(r#"error="{error}""#));
-        }
-        if let Some(scope) = scope {
-            // A scope token has no '"' or '\' (RFC 6749 §3.3): it can be quoted as is.
-            attributes.push(format!(r#"scope="{scope}""#));
-        }
-        if let Some(url) = &self.resource_metadata {
-            attributes.push(format!(r#"resource_metadata="{url}""#));
-        }
-        let value = match attributes.is_empty() {
-            true => "Bearer".to_owned(),
-            false => format!("Bearer {}", attributes.join(", ")),
-        };
-        // Every part was checked to be visible ASCII when configured.
-        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
-    }
-
-    fn message(&self, rejection: &Rejection) -> String {
-        match rejection {
-            Rejection::InsufficientScope(_) if !self.disclose_scope => UNDISCLOSED_SCOPE.to_owned(),
-            _ => self.messages.message(rejection),
-        }
-    }
-}
-
-/// A rejection rendered once, at build time, and cloned into each response.
-/// Cloning it is a reference-count increment.
-#[derive(Clone, Debug)]
-pub(crate) struct ErrorResponse(Arc<Prerendered>);
-
-#[derive(Debug)]
-struct Prerendered {
-    rejection: Rejection,
-    http: Rendered,
-    grpc: Rendered,
-}
-
-/// One response's parts, ready to clone.
-#[derive(Clone, Debug)]
-struct Rendered {
-    status: StatusCode,
-    headers: HeaderMap,
-    /// Empty for a body-less response (a gRPC trailers-only response).
-    body: Bytes,
-}
-
-impl From<Response<Bytes>> for Rendered {
-    fn from(response: Response<Bytes>) -> Self {
-        let (parts, body) = response.into_parts();
-        Rendered {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct Envelope<'a> {
+/// The shape of every error body: `{"error":{"type":"…","message":"…"}}`,
+/// compact, `type` before `message`, as the API reference documents.
+///
+/// scopegate renders its own rejections with it; use it for an
+/// application's errors (validation, not found) so that clients parse one
+/// shape. It serializes with serde, for example as `axum::Json(envelope)`.
+/// See the [module docs](crate::error) for an example.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorEnvelope<'a> {
     error: ErrorBody<'a>,
 }
 
-#[derive(Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 struct ErrorBody<'a> {
     #[serde(rename = "type")]
-    kind: &'static str,
+    kind: &'a str,
     message: &'a str,
 }
 
-static JSON: HeaderValue = HeaderValue::from_static("application/json");
-static GRPC: HeaderValue = HeaderValue::from_static("application/grpc");
-static NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-
-/// What the gRPC spec leaves unencoded in `grpc-message`: %x20-%x24 and
-/// %x26-%x7E. Everything else, `%` included, is percent-encoded.
-const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
-
-/// Whether a request speaks gRPC (`content-type: application/grpc…`).
-pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
-}
-
-impl ErrorResponse {
-    pub(crate) fn new(rejection: Rejection, render: &Render) -> Self {
-        let message = render.message(&rejection);
-        let custom = |grpc| {
-            render
-                .renderer
-                .as_ref()
-                .and_then(|r| r.render(&rejection, &message, grpc))
-                .map(Rendered::from)
-        };
-        let http = custom(false).unwrap_or_else(|| default_http(&rejection, &message, render));
-        let grpc = custom(true).unwrap_or_else(|| default_grpc(&rejection, &message));
-        ErrorResponse(Arc::new(Prerendered {
-            rejection,
-            http,
-            grpc,
-        }))
-    }
-
-    /// The error responses of every rejection that does not depend on a route.
-    pub(crate) fn fixed(render: &Render) -> FixedResponses {
-        let make = |r| ErrorResponse::new(r, render);
-        FixedResponses {
-            missing: make(Rejection::MissingCredential),
-            invalid_token: make(Rejection::InvalidToken),
-            malformed: Malformed::ALL.map(|m| make(Rejection::Malformed(m))),
-            unavailable: make(Rejection::StoreUnavailable),
-            no_route: make(Rejection::NoRoute),
+impl<'a> ErrorEnvelope<'a> {
+    /// An error of type `kind` (`"not_found"`, `"validation_error"`, …).
+    pub fn new(kind: &'a str, message: &'a str) -> Self {
+        ErrorEnvelope {
+            error: ErrorBody { kind, message },
         }
     }
 
-    /// The response: JSON for HTTP clients; for gRPC clients a trailers-only
-    /// response (HTTP 200, `grpc-status`, `grpc-message`, no body).
-    pub(crate) fn to_response<B>(&self, grpc: bool) -> Response<ResponseBody<B>> {
-        let rendered = if grpc { &self.0.grpc } else { &self.0.http };
-        let body = match rendered.body.is_empty() {
-            true => ResponseBody::empty(),
-            false => ResponseBody::error(rendered.body.clone()),
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = rendered.status;
-        *response.headers_mut() = rendered.headers.clone();
-        response.extensions_mut().insert(self.0.rejection.clone());
-        response
+    /// The `type`.
+    pub fn kind(&self) -> &'a str {
+        self.error.kind
     }
 
-    #[cfg(feature = "tracing")]
-    pub(crate) fn rejection(&self) -> &Rejection {
-        &self.0.rejection
+    /// The `message`.
+    pub fn message(&self) -> &'a str {
+        self.error.message
+    }
+
+    /// The compact JSON bytes.
+    pub fn to_bytes(&self) -> Bytes {
+        // Two strings in a struct: serde_json cannot fail on them.
+        serde_json::to_vec(self)
+            .map(Bytes::from)
+            .unwrap_or_default()
     }
 }
 
-/// The documented JSON response.
-fn default_http(rejection: &Rejection, message: &str, render: &Render) -> Rendered {
-    let kind = rejection.kind();
-    let body = serde_json::to_vec(&Envelope {
-        error: ErrorBody {
-            kind: kind.as_str(),
-            message,
-        },
-    })
-    .map(Bytes::from)
-    .unwrap_or_default();
-    let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(CONTENT_TYPE, JSON.clone());
-    headers.insert(CACHE_CONTROL, NO_STORE.clone());
-    match rejection {
-        Rejection::MissingCredential => {
-            headers.insert(WWW_AUTHENTICATE, render.challenge(None, None));
+/// A gate or layer could not be configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A scope name is invalid.
+    Scope(ScopeError),
+    /// An entitlement name is empty or not visible ASCII; holds the escaped name.
+    Entitlement(String),
+    /// A route pattern of a [`RoutePolicy`](crate::policy::RoutePolicy) is invalid.
+    Route {
+        /// The pattern as given.
+        pattern: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Two entries of a [`RoutePolicy`](crate::policy::RoutePolicy) cover the same
+    /// method and path.
+    DuplicateRoute {
+        /// The method, or `*` for any method.
+        method: String,
+        /// The pattern of the second entry.
+        pattern: String,
+    },
+    /// A realm or metadata URL cannot be put into a challenge header.
+    Header {
+        /// `realm` or `resource_metadata`.
+        what: &'static str,
+        /// The escaped value.
+        value: String,
+    },
+    /// A route requires a scope outside the policy's scope catalog.
+    UnknownScope {
+        /// The scope.
+        scope: String,
+        /// The route's pattern.
+        pattern: String,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Scope(e) => e.fmt(f),
+            ConfigError::Route { pattern, reason } => {
+                write!(f, "invalid route \"{pattern}\": {reason}")
+            }
+            ConfigError::Header { what, value } => write!(
+                f,
+                "invalid {what} \"{value}\": use visible ASCII and spaces, without '\"' or '\\'"
+            ),
+            ConfigError::DuplicateRoute { method, pattern } => {
+                write!(
+                    f,
+                    "duplicate route: {method} {pattern} is already in the policy"
+                )
+            }
+            ConfigError::UnknownScope { scope, pattern } => {
+                write!(
+                    f,
+                    "route \"{pattern}\" requires \"{scope}\", which is not in the scope catalog"
+                )
+            }
+            ConfigError::Entitlement(name) => {
+                write!(
+                    f,
+                    "invalid entitlement \"{name}\": use one or more visible ASCII characters"
+                )
+            }
         }
-        Rejection::Malformed(_) => {
-            headers.insert(
-                WWW_AUTHENTICATE,
-                render.challenge(Some("invalid_request"), None),
-            );
-        }
-        Rejection::InvalidToken => {
-            headers.insert(
-                WWW_AUTHENTICATE,
-                render.challenge(Some("invalid_token"), None),
-            );
-        }
-        Rejection::InsufficientScope(scope) => {
-            let scope = render.disclose_scope.then_some(*scope);
-            headers.insert(
-                WWW_AUTHENTICATE,
-                render.challenge(Some("insufficient_scope"), scope),
-            );
-        }
-        Rejection::StoreUnavailable => {
-            let retry = render.retry_after;
-            let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
-            headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        }
-        Rejection::MissingEntitlement(_) | Rejection::NoRoute => {}
-    }
-    Rendered {
-        status: kind.status(),
-        headers,
-        body,
     }
 }
 
-/// A trailers-only gRPC response carrying the same message.
-fn default_grpc(rejection: &Rejection, message: &str) -> Rendered {
-    let encoded = utf8_percent_encode(message, GRPC_MESSAGE_ESCAPES).to_string();
-    let mut headers = HeaderMap::with_capacity(3);
-    headers.insert(CONTENT_TYPE, GRPC.clone());
-    headers.insert(
-        GRPC_STATUS.clone(),
-        HeaderValue::from(u16::from(rejection.kind().grpc_status())),
-    );
-    // Percent-encoding leaves only visible ASCII and spaces: always valid.
-    headers.insert(
-        GRPC_MESSAGE.clone(),
-        HeaderValue::from_str(&encoded).unwrap_or_else(|_| HeaderValue::from_static("")),
-    );
-    Rendered {
-        status: StatusCode::OK,
-        headers,
-        body: Bytes::new(),
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Scope(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
-/// Rendered responses for the rejections every gate can produce.
-#[derive(Clone, Debug)]
-pub(crate) struct FixedResponses {
-    pub(crate) missing: ErrorResponse,
-    pub(crate) invalid_token: ErrorResponse,
-    malformed: [ErrorResponse; 4],
-    pub(crate) unavailable: ErrorResponse,
-    pub(crate) no_route: ErrorResponse,
-}
-
-impl FixedResponses {
-    pub(crate) fn malformed(&self, reason: Malformed) -> &ErrorResponse {
-        match reason {
-            Malformed::Scheme => &self.malformed[0],
-            Malformed::EmptyToken => &self.malformed[1],
-            Malformed::MultipleHeaders => &self.malformed[2],
-            Malformed::InvalidCharacters => &self.malformed[3],
-        }
+impl From<ScopeError> for ConfigError {
+    fn from(e: ScopeError) -> Self {
+        ConfigError::Scope(e)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
-    fn with_messages(messages: &Messages) -> Render {
-        Render {
-            messages: messages.clone(),
-            ..Render::default()
-        }
-    }
-
-    async fn render(rejection: Rejection) -> (StatusCode, Vec<(String, String)>, String) {
-        let render = Render {
-            retry_after: Duration::from_millis(2500),
-            ..Render::default()
-        };
-        let response = ErrorResponse::new(rejection.clone(), &render)
-            .to_response::<http_body_util::Empty<Bytes>>(false);
-        assert_eq!(response.extensions().get::<Rejection>(), Some(&rejection));
-        let status = response.status();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
-            .collect();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, headers, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    fn headers(extra: Option<(&str, &str)>) -> Vec<(String, String)> {
-        let mut h = vec![
-            ("content-type".to_owned(), "application/json".to_owned()),
-            ("cache-control".to_owned(), "no-store".to_owned()),
-        ];
-        h.extend(extra.map(|(k, v)| (k.to_owned(), v.to_owned())));
-        h
-    }
-
-    #[tokio::test]
-    async fn every_row_of_the_contract_byte_for_byte() {
-        let cases = [
-            (
-                Rejection::InsufficientScope(Scope::new("contacts:write").unwrap()),
-                403,
-                r#"{"error":{"type":"insufficient_scope","message":"This action requires the 'contacts:write' scope. Your credential does not have this permission."}}"#,
-                Some((
-                    "www-authenticate",
-                    r#"Bearer error="insufficient_scope", scope="contacts:write""#,
-                )),
-            ),
-            (
-                Rejection::MissingEntitlement(API_ACCESS.into()),
-                403,
-                r#"{"error":{"type":"forbidden","message":"API access is not enabled for this account. Please upgrade your plan."}}"#,
-                None,
-            ),
-            (
-                Rejection::MissingEntitlement("sso".into()),
-                403,
-                r#"{"error":{"type":"forbidden","message":"This action requires the 'sso' entitlement, which is not enabled for this account. Please upgrade your plan."}}"#,
-                None,
-            ),
-            (
-                Rejection::MissingCredential,
-                401,
-                r#"{"error":{"type":"unauthorized","message":"Authentication required. Send your token in the Authorization header: 'Authorization: Bearer <token>'."}}"#,
-                Some(("www-authenticate", "Bearer")),
-            ),
-            (
-                Rejection::InvalidToken,
-                401,
-                r#"{"error":{"type":"invalid_token","message":"The access token is invalid, expired or revoked."}}"#,
-                Some(("www-authenticate", r#"Bearer error="invalid_token""#)),
-            ),
-            (
-                Rejection::Malformed(Malformed::Scheme),
-                400,
-                r#"{"error":{"type":"invalid_request","message":"The Authorization header must use the Bearer scheme: 'Authorization: Bearer <token>'."}}"#,
-                Some(("www-authenticate", r#"Bearer error="invalid_request""#)),
-            ),
-            (
-                Rejection::StoreUnavailable,
-                503,
-                r#"{"error":{"type":"service_unavailable","message":"Authentication is temporarily unavailable. Please retry shortly."}}"#,
-                Some(("retry-after", "3")),
-            ),
-        ];
-        for (rejection, status, body, extra) in cases {
-            let got = render(rejection).await;
-            assert_eq!(
-                got,
-                (
-                    StatusCode::from_u16(status).unwrap(),
-                    headers(extra),
-                    body.to_owned()
-                )
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn overridden_messages_are_json_escaped() {
-        let messages = Messages::default()
-            .with(RejectionKind::InvalidRequest, "Say \"Bearer\"")
-            .with_entitlement(|e| format!("no {e}"));
-        let r = ErrorResponse::new(
-            Rejection::Malformed(Malformed::EmptyToken),
-            &with_messages(&messages),
+    #[test]
+    fn the_envelope_is_compact_with_type_first_and_escapes() {
+        let envelope = ErrorEnvelope::new("not_found", "No \"contact\" con_9.");
+        assert_eq!(
+            envelope.to_bytes(),
+            r#"{"error":{"type":"not_found","message":"No \"contact\" con_9."}}"#
         );
         assert_eq!(
-            r.0.http.body,
-            r#"{"error":{"type":"invalid_request","message":"Say \"Bearer\""}}"#
+            (envelope.kind(), envelope.message()),
+            ("not_found", "No \"contact\" con_9.")
         );
-        let r = ErrorResponse::new(
-            Rejection::MissingEntitlement("api-access".into()),
-            &with_messages(&messages),
-        );
-        assert_eq!(
-            r.0.http.body,
-            r#"{"error":{"type":"forbidden","message":"no api-access"}}"#
-        );
-        // A later fixed text replaces a renderer, and the other way round.
-        let messages = messages.with(RejectionKind::Forbidden, "fixed");
-        assert_eq!(
-            messages.message(&Rejection::MissingEntitlement("x".into())),
-            "fixed"
-        );
-        let messages = messages.with_entitlement(|e| e.to_owned());
-        assert_eq!(
-            messages.message(&Rejection::MissingEntitlement("x".into())),
-            "x"
-        );
-    }
-
-    #[tokio::test]
-    async fn grpc_clients_get_trailers_only_responses() {
-        use http_body::Body;
-        let cases = [
-            (Rejection::Malformed(Malformed::EmptyToken), "16", "The Authorization header has an empty Bearer token."),
-            (Rejection::MissingCredential, "16", "Authentication required. Send your token in the Authorization header: 'Authorization: Bearer <token>'."),
-            (Rejection::InvalidToken, "16", "The access token is invalid, expired or revoked."),
-            (
-                Rejection::InsufficientScope(Scope::new("contacts:write").unwrap()),
-                "7",
-                "This action requires the 'contacts:write' scope. Your credential does not have this permission.",
-            ),
-            (Rejection::MissingEntitlement(API_ACCESS.into()), "7", "API access is not enabled for this account. Please upgrade your plan."),
-            (Rejection::StoreUnavailable, "14", "Authentication is temporarily unavailable. Please retry shortly."),
-            (Rejection::NoRoute, "12", "No route matches this request."),
-        ];
-        for (rejection, status, message) in cases {
-            let response = ErrorResponse::new(rejection.clone(), &Render::default())
-                .to_response::<http_body_util::Empty<Bytes>>(true);
-            assert_eq!(response.status(), StatusCode::OK);
-            let headers: Vec<_> = response
-                .headers()
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
-                .collect();
-            // Only '%' and non-printable bytes are escaped; these messages have none.
-            assert_eq!(
-                headers,
-                [
-                    ("content-type", "application/grpc"),
-                    ("grpc-status", status),
-                    ("grpc-message", message)
-                ],
-                "{rejection:?}"
-            );
-            assert_eq!(response.extensions().get(), Some(&rejection));
-            assert!(
-                response.body().is_end_stream(),
-                "trailers-only: no DATA frame"
-            );
-        }
     }
 
     #[test]
-    fn grpc_messages_are_percent_encoded() {
-        let messages = Messages::default().with(RejectionKind::InvalidToken, "100% wrong – sorry");
-        let r = ErrorResponse::new(Rejection::InvalidToken, &with_messages(&messages));
-        assert_eq!(
-            r.0.grpc.headers["grpc-message"],
-            "100%25 wrong %E2%80%93 sorry"
-        );
-        let messages = Messages::default().with(RejectionKind::InvalidToken, "line\nbreak");
-        let r = ErrorResponse::new(Rejection::InvalidToken, &with_messages(&messages));
-        assert_eq!(r.0.grpc.headers["grpc-message"], "line%0Abreak");
-    }
-
-    #[test]
-    fn retry_after_rounds_up_to_whole_seconds() {
-        for (retry, want) in [
-            (Duration::ZERO, "1"),
-            (Duration::from_secs(5), "5"),
-            (Duration::from_millis(5001), "6"),
-        ] {
-            let render = Render {
-                retry_after: retry,
-                ..Render::default()
-            };
-            let r = ErrorResponse::new(Rejection::StoreUnavailable, &render);
-            assert_eq!(r.0.http.headers["retry-after"], want);
+    fn malformed_all_lists_each_variant_at_its_index() {
+        for (index, reason) in Malformed::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index);
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The shared handle every layer is built from: the cached store and the
-//! configuration.
+//! [`Gate`]: the cached store and the configuration, and the only place
+//! layers are built.
 //!
 //! # Example
 //!
@@ -30,60 +30,22 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::credential::{Credential, PresentedToken, TokenHash};
-use crate::error::{
-    ErrorResponse, FixedResponses, Messages, Rejection, Render, RenderRejection, API_ACCESS,
-};
-use crate::guard::{Check, Guard, Rule};
-use crate::layer::{EntitlementLayer, ScopeLayer};
-use crate::scope::{CompiledRequirement, Implications, Requirement, Scope, ScopeError};
-use crate::store::front::{Epochs, Key};
-use crate::store::{CachedStore, CredentialStore, StoreError};
-
-pub(crate) type Lookup =
-    Pin<Box<dyn Future<Output = Result<Option<Arc<Credential>>, StoreError>> + Send>>;
-
-/// The cache, seen without its store's type, so that layers are not generic
-/// over it. The sync `front` and `cached_in_moka` calls are the hit path;
-/// `load` (boxed) is the miss path only.
-trait Resolver: Send + Sync {
-    fn front(&self, key: &Key) -> Result<Option<Arc<Credential>>, Epochs>;
-    fn cached_in_moka(
-        &self,
-        hash: &TokenHash,
-        key: &Key,
-        epochs: Epochs,
-    ) -> Option<Option<Arc<Credential>>>;
-    fn load(self: Arc<Self>, token: PresentedToken) -> Lookup;
-}
-
-impl<S: CredentialStore + 'static> Resolver for CachedStore<S> {
-    fn front(&self, key: &Key) -> Result<Option<Arc<Credential>>, Epochs> {
-        CachedStore::front(self, key)
-    }
-
-    fn cached_in_moka(
-        &self,
-        hash: &TokenHash,
-        key: &Key,
-        epochs: Epochs,
-    ) -> Option<Option<Arc<Credential>>> {
-        CachedStore::cached_in_moka(self, hash, key, epochs)
-    }
-
-    fn load(self: Arc<Self>, token: PresentedToken) -> Lookup {
-        Box::pin(async move { CachedStore::load(&self, &token).await })
-    }
-}
+use crate::cache::{CachedStore, Resolver};
+use crate::error::{ConfigError, Messages, RenderRejection, API_ACCESS};
+use crate::guard::{Check, Core, Guard};
+use crate::layer::{EntitlementLayer, PolicyLayer, ScopeLayer};
+use crate::policy::RoutePolicy;
+use crate::render::{FixedResponses, Render};
+use crate::rule::{entitlement_name, Rules};
+use crate::scope::{Implications, Requirement, Scope};
+use crate::store::{CredentialStore, UsageRecorder};
 
 /// The shared handle: a [`CachedStore`] plus configuration. Build layers from
-/// it with [`api_access`](Gate::api_access), [`require`](Gate::require) and
-/// friends.
+/// it with [`api_access`](Gate::api_access), [`require`](Gate::require),
+/// [`policy`](Gate::policy) and friends.
 ///
 /// Cloning is cheap (one `Arc`). See the [module docs](crate::gate) for an
 /// example.
@@ -93,23 +55,16 @@ pub struct Gate {
 }
 
 struct GateInner {
-    resolver: Arc<dyn Resolver>,
-    implications: Implications,
-    render: Render,
-    scope_headers: bool,
-    token_filter: Option<fn(&[u8]) -> bool>,
-    usage: Option<Arc<dyn UsageRecorder>>,
-    entitlement: Option<Arc<str>>,
-    fixed: FixedResponses,
+    /// What the layers share at request time.
+    core: Arc<Core>,
+    /// What layers are made with.
+    rules: Rules,
 }
 
 impl Gate {
     /// A gate with the default configuration in front of `cache`.
     pub fn new<S: CredentialStore + 'static>(cache: CachedStore<S>) -> Self {
-        let inner = GateBuilder::new(cache).into_inner(Implications::default());
-        Gate {
-            inner: Arc::new(inner),
-        }
+        GateBuilder::new(cache).into_gate(Implications::default())
     }
 
     /// Starts configuring a gate in front of `cache`. Keep a clone of the
@@ -121,9 +76,9 @@ impl Gate {
     /// A layer that requires `requirement` of the credential's scopes (and
     /// the gate's [`entitlement`](GateBuilder::entitlement), if set).
     pub fn require(&self, requirement: impl Into<Requirement>) -> ScopeLayer {
-        let requirement = self.compile(&requirement.into());
-        let rule = Rule::new(self, self.default_entitlement(), Some(requirement));
-        ScopeLayer::new(Guard::new(self.clone(), Check::Rule(rule)))
+        let rules = &self.inner.rules;
+        let rule = rules.rule(rules.default_entitlement(), Some(&requirement.into()));
+        ScopeLayer::new(self.guard(Check::Rule(Arc::new(rule))))
     }
 
     /// A layer that requires one scope.
@@ -151,90 +106,37 @@ impl Gate {
         self.entitlement_layer(API_ACCESS.into())
     }
 
+    /// A layer that enforces a route policy table: a rule per method and
+    /// path, deny-by-default for the rest. See the
+    /// [policy module docs](crate::policy) for an example.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Route`] for an invalid pattern,
+    /// [`ConfigError::DuplicateRoute`] for a method and path given twice,
+    /// [`ConfigError::UnknownScope`] for a scope outside the catalog,
+    /// [`ConfigError::Scope`] or [`ConfigError::Entitlement`] for an invalid
+    /// name.
+    pub fn policy(&self, table: RoutePolicy) -> Result<PolicyLayer, ConfigError> {
+        let policy = table.compile(&self.inner.rules)?;
+        Ok(PolicyLayer::new(self.guard(Check::Policy(policy))))
+    }
+
     fn entitlement_layer(&self, name: Arc<str>) -> EntitlementLayer {
-        let rule = Rule::new(self, Some(name), None);
-        EntitlementLayer::new(Guard::new(self.clone(), Check::Rule(rule)))
+        let rule = self.inner.rules.rule(Some(name), None);
+        EntitlementLayer::new(self.guard(Check::Rule(Arc::new(rule))))
     }
 
-    /// The entitlement every scope and policy layer requires, if any.
-    pub(crate) fn default_entitlement(&self) -> Option<Arc<str>> {
-        self.inner.entitlement.clone()
+    fn guard(&self, check: Check) -> Arc<Guard> {
+        Guard::new(Arc::clone(&self.inner.core), check)
     }
-
-    pub(crate) fn compile(&self, requirement: &Requirement) -> CompiledRequirement {
-        requirement.compile(&self.inner.implications)
-    }
-
-    pub(crate) fn render(&self, rejection: Rejection) -> ErrorResponse {
-        ErrorResponse::new(rejection, &self.inner.render)
-    }
-
-    pub(crate) fn scope_headers(&self) -> bool {
-        self.inner.scope_headers
-    }
-
-    /// Reports an admitted credential to the usage recorder, if any.
-    #[inline]
-    pub(crate) fn record_use(&self, credential: &Arc<Credential>) {
-        if let Some(usage) = &self.inner.usage {
-            usage.record(credential);
-        }
-    }
-
-    /// Whether `token` may be looked up at all.
-    #[inline]
-    pub(crate) fn admits_token(&self, token: &[u8]) -> bool {
-        self.inner.token_filter.is_none_or(|filter| filter(token))
-    }
-
-    pub(crate) fn fixed(&self) -> &FixedResponses {
-        &self.inner.fixed
-    }
-
-    /// This thread's copy of the answer for `key`; see `CachedStore::front`.
-    #[inline]
-    pub(crate) fn front(&self, key: &Key) -> Result<Option<Arc<Credential>>, Epochs> {
-        self.inner.resolver.front(key)
-    }
-
-    /// moka's answer, if it can give one without waiting.
-    #[inline]
-    pub(crate) fn cached_in_moka(
-        &self,
-        hash: &TokenHash,
-        key: &Key,
-        epochs: Epochs,
-    ) -> Option<Option<Arc<Credential>>> {
-        self.inner.resolver.cached_in_moka(hash, key, epochs)
-    }
-
-    pub(crate) fn load(&self, token: PresentedToken) -> Lookup {
-        Arc::clone(&self.inner.resolver).load(token)
-    }
-}
-
-/// Told of every request a credential is admitted for; see
-/// [`GateBuilder::usage_recorder`]. Runs on the request path: it must return
-/// at once (queue, don't write).
-pub trait UsageRecorder: Send + Sync + 'static {
-    /// `credential` was just admitted for a request.
-    fn record(&self, credential: &Arc<Credential>);
-}
-
-/// Checks an entitlement name: one or more visible ASCII characters.
-pub(crate) fn entitlement_name(name: &str) -> Result<Arc<str>, ConfigError> {
-    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ConfigError::Entitlement(name.escape_debug().to_string()));
-    }
-    Ok(name.into())
 }
 
 impl fmt::Debug for Gate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gate")
-            .field("implications", &self.inner.implications)
-            .field("render", &self.inner.render)
-            .field("scope_headers", &self.inner.scope_headers)
+            .field("rules", &self.inner.rules)
+            .field("scope_headers", &self.inner.core.scope_headers)
             .finish_non_exhaustive()
     }
 }
@@ -254,7 +156,7 @@ pub struct GateBuilder {
 impl GateBuilder {
     fn new<S: CredentialStore + 'static>(cache: CachedStore<S>) -> Self {
         GateBuilder {
-            resolver: Arc::new(cache),
+            resolver: cache.resolver(),
             implications: Vec::new(),
             render: Render::default(),
             scope_headers: false,
@@ -264,8 +166,7 @@ impl GateBuilder {
         }
     }
 
-    /// Makes every [`ScopeLayer`] and [`PolicyLayer`](crate::PolicyLayer)
-    /// built from this gate require `entitlement` too, checked before the
+    /// Makes every [`ScopeLayer`] and [`PolicyLayer`] built from this gate require `entitlement` too, checked before the
     /// scopes (403 `forbidden`). One layer per route then does what an
     /// [`EntitlementLayer`] around a [`ScopeLayer`] does, for less: one
     /// check instead of two, and one layer for the framework to box.
@@ -287,7 +188,7 @@ impl GateBuilder {
 
     /// Refuses tokens for which `filter` returns `false` with 401
     /// `invalid_token`, before any cache or store lookup: a flood of made-up
-    /// keys then costs neither. [`ApiKey::filter`](crate::ApiKey::filter)
+    /// keys then costs neither. [`ApiKey::filter`](crate::key::ApiKey::filter)
     /// checks the `ohk_` format and its checksum and lets other formats
     /// through.
     pub fn token_filter(mut self, filter: fn(&[u8]) -> bool) -> Self {
@@ -324,7 +225,7 @@ impl GateBuilder {
 
     /// Adds `resource_metadata="…"` to every challenge (RFC 9728 §5.1),
     /// pointing clients at this API's protected-resource metadata; serve it
-    /// with [`ProtectedResourceMetadata`](crate::ProtectedResourceMetadata).
+    /// with [`ProtectedResourceMetadata`](crate::metadata::ProtectedResourceMetadata).
     pub fn resource_metadata(mut self, url: &str) -> Self {
         self.render.resource_metadata = Some(url.to_owned());
         self
@@ -373,45 +274,25 @@ impl GateBuilder {
         if let Some(name) = &self.entitlement {
             entitlement_name(name)?;
         }
-        for (what, value) in [
-            ("realm", &self.render.realm),
-            ("resource_metadata", &self.render.resource_metadata),
-        ] {
-            if let Some(value) = value {
-                quotable(what, value)?;
-            }
-        }
-        Ok(Gate {
-            inner: Arc::new(self.into_inner(implications)),
-        })
+        self.render.validate()?;
+        Ok(self.into_gate(implications))
     }
 
-    fn into_inner(self, implications: Implications) -> GateInner {
-        GateInner {
-            fixed: ErrorResponse::fixed(&self.render),
+    fn into_gate(self, implications: Implications) -> Gate {
+        let core = Core {
+            fixed: FixedResponses::new(&self.render),
             resolver: self.resolver,
-            implications,
-            render: self.render,
-            scope_headers: self.scope_headers,
             token_filter: self.token_filter,
             usage: self.usage,
-            entitlement: self.entitlement.map(Arc::from),
+            scope_headers: self.scope_headers,
+        };
+        let entitlement = self.entitlement.map(Arc::from);
+        Gate {
+            inner: Arc::new(GateInner {
+                core: Arc::new(core),
+                rules: Rules::new(self.render, implications, entitlement),
+            }),
         }
-    }
-}
-
-/// A value that can sit inside a quoted-string as is.
-fn quotable(what: &'static str, value: &str) -> Result<(), ConfigError> {
-    let ok = !value.is_empty()
-        && value
-            .bytes()
-            .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\');
-    match ok {
-        true => Ok(()),
-        false => Err(ConfigError::Header {
-            what,
-            value: value.escape_debug().to_string(),
-        }),
     }
 }
 
@@ -422,92 +303,5 @@ impl fmt::Debug for GateBuilder {
             .field("render", &self.render)
             .field("scope_headers", &self.scope_headers)
             .finish_non_exhaustive()
-    }
-}
-
-/// A gate or layer could not be configured.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// A scope name is invalid.
-    Scope(ScopeError),
-    /// An entitlement name is empty or not visible ASCII; holds the escaped name.
-    Entitlement(String),
-    /// A route pattern of a [`RoutePolicy`](crate::RoutePolicy) is invalid.
-    Route {
-        /// The pattern as given.
-        pattern: String,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Two entries of a [`RoutePolicy`](crate::RoutePolicy) cover the same
-    /// method and path.
-    DuplicateRoute {
-        /// The method, or `*` for any method.
-        method: String,
-        /// The pattern of the second entry.
-        pattern: String,
-    },
-    /// A realm or metadata URL cannot be put into a challenge header.
-    Header {
-        /// `realm` or `resource_metadata`.
-        what: &'static str,
-        /// The escaped value.
-        value: String,
-    },
-    /// A route requires a scope outside the policy's scope catalog.
-    UnknownScope {
-        /// The scope.
-        scope: String,
-        /// The route's pattern.
-        pattern: String,
-    },
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::Scope(e) => e.fmt(f),
-            ConfigError::Route { pattern, reason } => {
-                write!(f, "invalid route \"{pattern}\": {reason}")
-            }
-            ConfigError::Header { what, value } => write!(
-                f,
-                "invalid {what} \"{value}\": use visible ASCII and spaces, without '\"' or '\\'"
-            ),
-            ConfigError::DuplicateRoute { method, pattern } => {
-                write!(
-                    f,
-                    "duplicate route: {method} {pattern} is already in the policy"
-                )
-            }
-            ConfigError::UnknownScope { scope, pattern } => {
-                write!(
-                    f,
-                    "route \"{pattern}\" requires \"{scope}\", which is not in the scope catalog"
-                )
-            }
-            ConfigError::Entitlement(name) => {
-                write!(
-                    f,
-                    "invalid entitlement \"{name}\": use one or more visible ASCII characters"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ConfigError::Scope(e) => Some(e),
-            _ => None,
-        }
-    }
-}
-
-impl From<ScopeError> for ConfigError {
-    fn from(e: ScopeError) -> Self {
-        ConfigError::Scope(e)
     }
 }

@@ -1,256 +1,212 @@
-//! What a layer checks, and the request path's decisions.
+//! The request path, top to bottom: take the token, ask the cache, check the
+//! rule, decide.
+//!
+//! Private. A [`Guard`] is what one layer enforces: its [`Check`] (one rule,
+//! or a rule per route) and the request-time state of the gate it was built
+//! from ([`Core`]). [`Guard::decide`] answers every request it can without
+//! waiting; what it cannot (a token no cache answers for) it hands back as a
+//! [`Miss`], with the store lookup already started, for
+//! [`Guard::decide_resolved`] to finish.
 
 use std::fmt;
 use std::sync::Arc;
 
-use http::header::HeaderName;
-use http::{HeaderMap, HeaderValue, Request};
+use http::Request;
 
 use crate::bearer::{self, NoToken};
+use crate::cache::{Cached, Key, Lookup, Resolver};
 use crate::credential::{Credential, PresentedToken, TokenHash};
-use crate::error::ErrorResponse;
-use crate::gate::{Gate, Lookup};
 use crate::policy::{CompiledPolicy, Target};
-use crate::scope::{CompiledRequirement, Scope};
-use crate::store::front::Key;
-use crate::store::StoreError;
+use crate::render::{ErrorResponse, FixedResponses};
+use crate::rule::{Rule, ScopeHeaders};
+use crate::store::{StoreError, UsageRecorder};
 
-/// One layer's policy: the gate, and what this layer checks.
+/// One layer's policy, and the state of its gate.
 pub(crate) struct Guard {
-    gate: Gate,
+    core: Arc<Core>,
     check: Check,
 }
 
-// One per layer, inside an `Arc`: its size costs nothing, while boxing the
-// rule would add a pointer chase to every request.
-#[allow(clippy::large_enum_variant)]
+/// What every layer of one gate needs at request time, shared by them.
+pub(crate) struct Core {
+    /// The cache, without its store's type.
+    pub(crate) resolver: Arc<dyn Resolver>,
+    /// Tokens the gate refuses before any lookup.
+    pub(crate) token_filter: Option<fn(&[u8]) -> bool>,
+    pub(crate) usage: Option<Arc<dyn UsageRecorder>>,
+    /// The rendered rejections that do not depend on a route.
+    pub(crate) fixed: FixedResponses,
+    /// Whether to send the GitHub-style scope headers.
+    pub(crate) scope_headers: bool,
+}
+
+/// What a layer checks.
 pub(crate) enum Check {
     /// The same rule for every request (`ScopeLayer`, `EntitlementLayer`).
-    Rule(Rule),
+    Rule(Arc<Rule>),
     /// A rule per route (`PolicyLayer`).
     Policy(CompiledPolicy),
 }
 
-/// What a credential must have: an entitlement, scopes, or both, each with
-/// its rejection rendered in advance.
-#[derive(Debug)]
-pub(crate) struct Rule {
-    entitlement: Option<(Arc<str>, ErrorResponse)>,
-    scopes: Option<ScopeRule>,
-}
-
-#[derive(Debug)]
-struct ScopeRule {
-    requirement: CompiledRequirement,
-    /// A rendered rejection for each scope the requirement can name.
-    denied: Box<[(Scope, ErrorResponse)]>,
-    /// The rejection naming the requirement's first scope, should a missing
-    /// scope ever not be found in `denied`.
-    fallback: ErrorResponse,
-    /// `X-Accepted-OAuth-Scopes`: the scopes the route accepts.
-    accepted: HeaderValue,
-}
-
-/// What to do with a request, decided without waiting where possible.
+/// What to do with a request.
 pub(crate) enum Decision<'a> {
+    /// Decided without waiting.
+    Now(Verdict<'a>),
+    /// No cache answers for the token: its lookup is under way.
+    Resolve(Miss),
+}
+
+/// Let the request through, or refuse it.
+pub(crate) enum Verdict<'a> {
     Allow(Option<Box<ScopeHeaders>>),
     Deny(&'a ErrorResponse, Option<Box<ScopeHeaders>>),
-    /// Not cached: ask the store.
-    Resolve(PresentedToken),
 }
 
-/// GitHub-style scope headers for one response, when the gate enables them.
-#[derive(Debug)]
-pub(crate) struct ScopeHeaders {
-    granted: HeaderValue,
-    accepted: Option<HeaderValue>,
-}
-
-static X_OAUTH_SCOPES: HeaderName = HeaderName::from_static("x-oauth-scopes");
-static X_ACCEPTED_OAUTH_SCOPES: HeaderName = HeaderName::from_static("x-accepted-oauth-scopes");
-
-impl ScopeHeaders {
-    /// Adds the headers unless an inner layer already did (it knows the
-    /// route's scopes better than an outer entitlement layer).
-    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(&X_OAUTH_SCOPES) {
-            headers.insert(X_OAUTH_SCOPES.clone(), self.granted.clone());
-        }
-        if let Some(accepted) = &self.accepted {
-            if !headers.contains_key(&X_ACCEPTED_OAUTH_SCOPES) {
-                headers.insert(X_ACCEPTED_OAUTH_SCOPES.clone(), accepted.clone());
-            }
-        }
-    }
-}
-
-/// `a, b, c`, as GitHub writes scope lists.
-fn scope_list(scopes: impl Iterator<Item = Scope>) -> HeaderValue {
-    let list: Vec<&str> = scopes.map(Scope::as_str).collect();
-    // Scope tokens are visible ASCII (RFC 6749 §3.3).
-    HeaderValue::from_str(&list.join(", ")).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-impl Rule {
-    pub(crate) fn new(
-        gate: &Gate,
-        entitlement: Option<Arc<str>>,
-        requirement: Option<CompiledRequirement>,
-    ) -> Self {
-        use crate::error::Rejection;
-        Rule {
-            entitlement: entitlement.map(|name| {
-                let denied = gate.render(Rejection::MissingEntitlement(Arc::clone(&name)));
-                (name, denied)
-            }),
-            scopes: requirement.map(|requirement| {
-                let named = requirement.named();
-                let denied: Box<[(Scope, ErrorResponse)]> = named
-                    .iter()
-                    .map(|&scope| (scope, gate.render(Rejection::InsufficientScope(scope))))
-                    .collect();
-                // A requirement names at least one scope.
-                let fallback = denied.first().map_or_else(
-                    || gate.fixed().unavailable.clone(),
-                    |(_, response)| response.clone(),
-                );
-                ScopeRule {
-                    denied,
-                    fallback,
-                    accepted: scope_list(requirement.accepted().iter()),
-                    requirement,
-                }
-            }),
-        }
-    }
-
-    /// Entitlement first, then scopes: a plan without API access is refused
-    /// as such, whatever the key's scopes.
-    #[inline]
-    fn check(&self, credential: &Credential) -> Result<(), &ErrorResponse> {
-        if let Some((name, denied)) = &self.entitlement {
-            if !credential.has_entitlement(name) {
-                return Err(denied);
-            }
-        }
-        if let Some(rule) = &self.scopes {
-            if let Some(missing) = rule.requirement.missing(credential.scopes()) {
-                // `denied` holds every scope `missing` can name; whatever
-                // happens, a missing scope is a refusal (fail closed).
-                let denied = rule.denied.iter().find(|(scope, _)| *scope == missing);
-                return Err(denied.map_or(&rule.fallback, |(_, response)| response));
-            }
-        }
-        Ok(())
-    }
+/// A request waiting for the store: the lookup, and the rule to check the
+/// credential against once it is found.
+pub(crate) struct Miss {
+    pub(crate) lookup: Lookup,
+    pub(crate) rule: Arc<Rule>,
 }
 
 impl Guard {
-    pub(crate) fn new(gate: Gate, check: Check) -> Arc<Self> {
-        Arc::new(Guard { gate, check })
+    pub(crate) fn new(core: Arc<Core>, check: Check) -> Arc<Self> {
+        Arc::new(Guard { core, check })
     }
 
-    /// The rule for this request; `Err` when it is decided without one.
-    #[inline]
-    fn rule<B>(&self, request: &Request<B>) -> Result<&Rule, Decision<'_>> {
-        match &self.check {
-            Check::Rule(rule) => Ok(rule),
-            Check::Policy(policy) => match policy.target(request.method(), request.uri().path()) {
-                Target::Protected(rule) => Ok(rule),
-                Target::Public => Err(Decision::Allow(None)),
-                Target::Unmatched => {
-                    Err(self.deny(request, &self.gate.fixed().no_route, None, None))
-                }
-            },
-        }
-    }
-
-    /// The fast path: a public or unmatched route, a credential already in
-    /// the extensions, a malformed or missing header, or a cache hit is
-    /// decided here, synchronously. On an allowed hit the credential is put
-    /// into the request's extensions.
+    /// Decides what it can at once: a public or unmatched route, a credential
+    /// already in the extensions (an outer layer resolved it), a malformed or
+    /// missing header, a refused token, or a cached answer. On an allowed
+    /// request the credential is put into the request's extensions.
     pub(crate) fn decide<B>(&self, request: &mut Request<B>) -> Decision<'_> {
-        let rule = match self.rule(request) {
-            Ok(rule) => rule,
-            Err(decision) => return decision,
+        // 1. The rule for this route.
+        let rule = match &self.check {
+            Check::Rule(rule) => rule,
+            Check::Policy(policy) => match policy.target(request.method(), request.uri().path()) {
+                Target::Protected(rule) => rule,
+                Target::Public => return Decision::Now(Verdict::Allow(None)),
+                Target::Unmatched => return self.deny(request, &self.core.fixed.no_route),
+            },
         };
         if let Some(credential) = request.extensions().get::<Arc<Credential>>() {
-            let headers = self.scope_headers(rule, credential);
-            return match rule.check(credential) {
-                Ok(()) => Decision::Allow(headers),
-                Err(rejection) => self.deny(request, rejection, Some(credential), headers),
-            };
+            return Decision::Now(self.judge(rule, request, credential, false));
         }
-        let fixed = self.gate.fixed();
+
+        // 2. The token.
+        let fixed = &self.core.fixed;
         let token = match bearer::token(request.headers()) {
             Ok(token) => token,
-            Err(NoToken::Missing) => return self.deny(request, &fixed.missing, None, None),
-            Err(NoToken::Malformed(reason)) => {
-                return self.deny(request, fixed.malformed(reason), None, None)
-            }
+            Err(NoToken::Missing) => return self.deny(request, &fixed.missing),
+            Err(NoToken::Malformed(reason)) => return self.deny(request, fixed.malformed(reason)),
         };
-        // A token this thread has an answer for passed the syntax check when
+
+        // 3. The cache: this thread's copy, then moka, then the store. A
+        // token this thread has an answer for passed the syntax check when
         // it was first resolved (no other bytes have its front key, a MAC),
         // so only the gate's own filter runs again. Its SHA-256 is taken
         // only when the front has no answer.
+        let resolver = &self.core.resolver;
         let key = Key::of(token);
-        let answer = match self.gate.front(&key) {
-            Ok(answer) if self.gate.admits_token(token) => answer,
-            Ok(_) => return self.deny(request, &fixed.invalid_token, None, None),
+        let answer = match resolver.on_this_thread(&key) {
+            Ok(answer) if self.core.admits(token) => answer,
+            Ok(_) => return self.deny(request, &fixed.invalid_token),
             Err(epochs) => {
                 if let Err(reason) = bearer::check(token) {
-                    return self.deny(request, fixed.malformed(reason), None, None);
+                    return self.deny(request, fixed.malformed(reason));
                 }
-                if !self.gate.admits_token(token) {
-                    return self.deny(request, &fixed.invalid_token, None, None);
+                if !self.core.admits(token) {
+                    return self.deny(request, &fixed.invalid_token);
                 }
                 let hash = TokenHash::of(token);
-                match self.gate.cached_in_moka(&hash, &key, epochs) {
+                match resolver.cached_now(&hash, &key, epochs) {
                     Some(answer) => answer,
                     // The only copy of the token scopegate makes: for the
                     // store call, dropped with it. A `b64token` is ASCII, so
                     // the conversion cannot fail.
                     None => {
-                        return match std::str::from_utf8(token) {
-                            Ok(token) => Decision::Resolve(PresentedToken::with_hash(token, hash)),
-                            Err(_) => self.deny(request, &fixed.invalid_token, None, None),
-                        }
+                        let Ok(token) = std::str::from_utf8(token) else {
+                            return self.deny(request, &fixed.invalid_token);
+                        };
+                        let token = PresentedToken::with_hash(token, hash);
+                        return Decision::Resolve(Miss {
+                            lookup: Arc::clone(resolver).load(token),
+                            rule: Arc::clone(rule),
+                        });
                     }
                 }
             }
         };
-        match answer {
-            Some(credential) => self.admit(rule, request, credential),
-            None => self.deny(request, &fixed.invalid_token, None, None),
+
+        // 4. The rule.
+        Decision::Now(self.admit(rule, request, answer))
+    }
+
+    /// Finishes a [`Miss`] once the store has answered.
+    pub(crate) fn decide_resolved<'a, B>(
+        &'a self,
+        rule: &'a Rule,
+        request: &mut Request<B>,
+        resolved: Result<Cached, StoreError>,
+    ) -> Verdict<'a> {
+        match resolved {
+            Ok(answer) => self.admit(rule, request, answer),
+            Err(_) => self.refuse(request, &self.core.fixed.unavailable, None, None),
         }
     }
 
-    /// The GitHub-style headers for `credential`, if the gate sends them.
-    fn scope_headers(&self, rule: &Rule, credential: &Credential) -> Option<Box<ScopeHeaders>> {
-        self.gate.scope_headers().then(|| {
-            Box::new(ScopeHeaders {
-                granted: scope_list(credential.scopes().iter()),
-                accepted: rule.scopes.as_ref().map(|r| r.accepted.clone()),
-            })
-        })
+    /// The response for a future polled after it completed: fail closed.
+    pub(crate) fn unavailable(&self) -> &ErrorResponse {
+        &self.core.fixed.unavailable
     }
 
-    /// Checks a resolved credential; if allowed, puts it into the extensions.
+    /// Checks a cache's or the store's answer; if allowed, reports the use
+    /// and puts the credential into the extensions.
     fn admit<'a, B>(
         &'a self,
         rule: &'a Rule,
         request: &mut Request<B>,
-        credential: Arc<Credential>,
-    ) -> Decision<'a> {
-        let headers = self.scope_headers(rule, &credential);
-        match rule.check(&credential) {
-            Ok(()) => {
-                self.gate.record_use(&credential);
-                request.extensions_mut().insert(credential);
-                Decision::Allow(headers)
-            }
-            Err(rejection) => self.deny(request, rejection, Some(&credential), headers),
+        answer: Cached,
+    ) -> Verdict<'a> {
+        let Cached::Found(credential) = answer else {
+            return self.refuse(request, &self.core.fixed.invalid_token, None, None);
+        };
+        let verdict = self.judge(rule, request, &credential, true);
+        if let Verdict::Allow(_) = verdict {
+            request.extensions_mut().insert(credential);
         }
+        verdict
+    }
+
+    /// Checks `credential` against `rule`; `fresh` when this layer resolved
+    /// it (and so reports its use), not an outer one.
+    #[inline]
+    fn judge<'a, B>(
+        &'a self,
+        rule: &'a Rule,
+        request: &Request<B>,
+        credential: &Arc<Credential>,
+        fresh: bool,
+    ) -> Verdict<'a> {
+        let headers = self
+            .core
+            .scope_headers
+            .then(|| rule.scope_headers(credential));
+        match rule.check(credential) {
+            Ok(()) => {
+                if fresh {
+                    if let Some(usage) = &self.core.usage {
+                        usage.record(credential);
+                    }
+                }
+                Verdict::Allow(headers)
+            }
+            Err(rejection) => self.refuse(request, rejection, Some(credential), headers),
+        }
+    }
+
+    /// A refusal decided at once, without a credential.
+    fn deny<'a, B>(&'a self, request: &Request<B>, rejection: &'a ErrorResponse) -> Decision<'a> {
+        Decision::Now(self.refuse(request, rejection, None, None))
     }
 
     /// A refusal, reported to `tracing` (with the `tracing` feature): the
@@ -258,46 +214,26 @@ impl Guard {
     /// Never the token, nor its hash. Cold: kept out of the hit path's code.
     #[cold]
     #[inline(never)]
-    fn deny<'a, B>(
+    fn refuse<'a, B>(
         &'a self,
         request: &Request<B>,
         rejection: &'a ErrorResponse,
         credential: Option<&Credential>,
         headers: Option<Box<ScopeHeaders>>,
-    ) -> Decision<'a> {
+    ) -> Verdict<'a> {
         #[cfg(feature = "tracing")]
         trace_rejection(request, rejection.rejection(), credential);
         #[cfg(not(feature = "tracing"))]
         let _ = (request, credential);
-        Decision::Deny(rejection, headers)
+        Verdict::Deny(rejection, headers)
     }
+}
 
-    /// The slow path's second half, once the store has answered.
-    pub(crate) fn decide_resolved<B>(
-        &self,
-        request: &mut Request<B>,
-        resolved: Result<Option<Arc<Credential>>, StoreError>,
-    ) -> Decision<'_> {
-        let fixed = self.gate.fixed();
-        match resolved {
-            Ok(Some(credential)) => match self.rule(request) {
-                Ok(rule) => self.admit(rule, request, credential),
-                // Only protected routes reach the store.
-                Err(_) => self.deny(request, &fixed.unavailable, None, None),
-            },
-            Ok(None) => self.deny(request, &fixed.invalid_token, None, None),
-            Err(_) => self.deny(request, &fixed.unavailable, None, None),
-        }
-    }
-
-    /// Starts the slow path: a boxed store lookup, single-flight per hash.
-    pub(crate) fn load(&self, token: PresentedToken) -> Lookup {
-        self.gate.load(token)
-    }
-
-    /// The response for a future polled after it completed: fail closed.
-    pub(crate) fn unavailable(&self) -> &ErrorResponse {
-        &self.gate.fixed().unavailable
+impl Core {
+    /// Whether the gate's token filter lets `token` be looked up at all.
+    #[inline]
+    fn admits(&self, token: &[u8]) -> bool {
+        self.token_filter.is_none_or(|filter| filter(token))
     }
 }
 
@@ -340,12 +276,7 @@ impl fmt::Debug for Guard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("Guard");
         match &self.check {
-            Check::Rule(rule) => s
-                .field(
-                    "entitlement",
-                    &rule.entitlement.as_ref().map(|(name, _)| name),
-                )
-                .field("requirement", &rule.scopes.as_ref().map(|r| &r.requirement)),
+            Check::Rule(rule) => s.field("rule", rule),
             Check::Policy(policy) => s.field("policy", policy),
         }
         .finish_non_exhaustive()

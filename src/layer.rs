@@ -1,11 +1,14 @@
-//! [`ScopeLayer`] and [`EntitlementLayer`].
+//! The layers: [`ScopeLayer`], [`EntitlementLayer`] and [`PolicyLayer`], all
+//! built from a [`Gate`](crate::gate::Gate).
 //!
-//! Both wrap a service in the same [`Guarded`] service: the hot path exists
-//! once. They differ in what they check: the credential's scopes against a
-//! [`Requirement`](crate::Requirement), or the account's plan against an
-//! entitlement. Whichever runs first resolves the credential and puts it into
-//! the request's extensions as `Arc<Credential>`; the other reuses it, so a
-//! request costs one lookup however many layers it passes.
+//! All three wrap a service in the same [`Guarded`](crate::service::Guarded)
+//! service: the hot path exists once. They differ in what they check: the
+//! credential's scopes against a [`Requirement`](crate::scope::Requirement),
+//! the account's plan against an entitlement, or a rule per route from a
+//! [`RoutePolicy`](crate::policy::RoutePolicy). Whichever runs first resolves
+//! the credential and puts it into the request's extensions as
+//! `Arc<Credential>`; the others reuse it, so a request costs one lookup
+//! however many layers it passes.
 //!
 //! # Example
 //!
@@ -39,8 +42,8 @@ use crate::guard::Guard;
 use crate::service::Guarded;
 
 /// Requires scopes of the credential; build it with
-/// [`Gate::require`](crate::Gate::require) or
-/// [`Gate::require_scope`](crate::Gate::require_scope).
+/// [`Gate::require`](crate::gate::Gate::require) or
+/// [`Gate::require_scope`](crate::gate::Gate::require_scope).
 ///
 /// A credential without the scope gets 403 `insufficient_scope`. See the
 /// [module docs](crate::layer) for an example.
@@ -50,8 +53,8 @@ pub struct ScopeLayer {
 }
 
 /// Requires an entitlement of the account's plan; build it with
-/// [`Gate::api_access`](crate::Gate::api_access) or
-/// [`Gate::require_entitlement`](crate::Gate::require_entitlement).
+/// [`Gate::api_access`](crate::gate::Gate::api_access) or
+/// [`Gate::require_entitlement`](crate::gate::Gate::require_entitlement).
 ///
 /// An account without it gets 403 `forbidden`. See the
 /// [module docs](crate::layer) for an example.
@@ -60,9 +63,9 @@ pub struct EntitlementLayer {
     guard: Arc<Guard>,
 }
 
-/// Enforces a [`RoutePolicy`](crate::RoutePolicy): a requirement per method
-/// and path, public routes, and deny-by-default for the rest; build it with
-/// [`RoutePolicy::build`](crate::RoutePolicy::build).
+/// Enforces a [`RoutePolicy`](crate::policy::RoutePolicy): a requirement per
+/// method and path, public routes, and deny-by-default for the rest; build it
+/// with [`Gate::policy`](crate::gate::Gate::policy).
 ///
 /// See the [policy module docs](crate::policy) for an example.
 #[derive(Clone)]

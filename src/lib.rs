@@ -113,6 +113,7 @@
 
 mod bearer;
 pub mod body;
+pub mod cache;
 pub mod credential;
 pub mod error;
 pub mod gate;
@@ -121,14 +122,20 @@ pub mod key;
 pub mod layer;
 pub mod metadata;
 pub mod policy;
+mod render;
+mod rule;
 pub mod scope;
 pub mod service;
 pub mod store;
 
 pub use body::ResponseBody;
+pub use cache::{CacheStats, CachedStore, CachedStoreBuilder};
 pub use credential::{Credential, CredentialKind, InvalidTokenHash, PresentedToken, TokenHash};
-pub use error::{Malformed, Messages, Rejection, RejectionKind, RenderRejection, API_ACCESS};
-pub use gate::{ConfigError, Gate, GateBuilder, UsageRecorder};
+pub use error::{
+    ConfigError, ErrorEnvelope, Malformed, Messages, Rejection, RejectionKind, RenderRejection,
+    API_ACCESS,
+};
+pub use gate::{Gate, GateBuilder};
 pub use key::ApiKey;
 pub use layer::{EntitlementLayer, PolicyLayer, ScopeLayer};
 pub use metadata::ProtectedResourceMetadata;
@@ -142,8 +149,8 @@ pub use store::postgres::{
 #[cfg(any(feature = "jwt", feature = "introspection"))]
 pub use store::OAuthConfigError;
 pub use store::{
-    BoxError, CacheStats, CachedStore, CachedStoreBuilder, ChainStore, CredentialStore,
-    EntitlementSource, LoadError, MemoryStore, StoreError, TokenShape,
+    BoxError, ChainStore, CredentialStore, EntitlementSource, LoadError, MemoryStore, StoreError,
+    TokenShape, UsageRecorder,
 };
 
 /// The README's Rust examples, compiled as doctests so they stay true (with

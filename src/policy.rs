@@ -13,7 +13,9 @@
 //! radix tree ([`matchit`], axum's router), so matching does not slow down as
 //! routes are added. Every misconfiguration (an invalid pattern, a duplicate
 //! route, a scope outside the catalog) is an error from
-//! [`build`](RoutePolicy::build), never a panic or a silent allow.
+//! [`Gate::policy`](crate::gate::Gate::policy), which builds the table into a
+//! [`PolicyLayer`](crate::layer::PolicyLayer), never a panic or a silent
+//! allow.
 //!
 //! # Example
 //!
@@ -22,7 +24,8 @@
 //! use bytes::Bytes;
 //! use http::{Method, Request, Response, StatusCode};
 //! use http_body_util::Full;
-//! use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, RoutePolicy, ScopeSet};
+//! use scopegate::policy::RoutePolicy;
+//! use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, ScopeSet};
 //! use tower::{service_fn, Layer, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -36,15 +39,16 @@
 //! );
 //! let gate = Gate::new(CachedStore::new(keys));
 //!
-//! let policy = RoutePolicy::new()
-//!     .require_entitlement("api-access")
-//!     .scope_catalog(["contacts:read", "contacts:write"])
-//!     .public(Method::GET, "/health")
-//!     .scope(Method::GET, "/api/v1/contacts", "contacts:read")
-//!     .scope(Method::GET, "/api/v1/contacts/{id}", "contacts:read")
-//!     .scope(Method::DELETE, "/api/v1/contacts/{id}", "contacts:write")
-//!     .grpc("/contacts.v1.Contacts/ListContacts", "contacts:read")
-//!     .build(&gate)?;
+//! let policy = gate.policy(
+//!     RoutePolicy::new()
+//!         .require_entitlement("api-access")
+//!         .scope_catalog(["contacts:read", "contacts:write"])
+//!         .public(Method::GET, "/health")
+//!         .scope(Method::GET, "/api/v1/contacts", "contacts:read")
+//!         .scope(Method::GET, "/api/v1/contacts/{id}", "contacts:read")
+//!         .scope(Method::DELETE, "/api/v1/contacts/{id}", "contacts:write")
+//!         .grpc("/contacts.v1.Contacts/ListContacts", "contacts:read"),
+//! )?;
 //!
 //! let app = policy.layer(service_fn(|_req: Request<Full<Bytes>>| async {
 //!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
@@ -64,10 +68,12 @@
 //! assert_eq!(send(Method::GET, "/admin", Some("ohk_reader")).await?.status(), StatusCode::NOT_FOUND);
 //!
 //! // Mistakes are errors when the table is built.
-//! let err = RoutePolicy::new()
-//!     .scope_catalog(["contacts:read"])
-//!     .scope(Method::GET, "/api/v1/contacts", "contacts:raed")
-//!     .build(&gate)
+//! let err = gate
+//!     .policy(
+//!         RoutePolicy::new()
+//!             .scope_catalog(["contacts:read"])
+//!             .scope(Method::GET, "/api/v1/contacts", "contacts:raed"),
+//!     )
 //!     .unwrap_err();
 //! assert_eq!(
 //!     err.to_string(),
@@ -79,16 +85,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 
 use http::Method;
 
-use crate::gate::{entitlement_name, ConfigError, Gate};
-use crate::guard::{Check, Guard, Rule};
-use crate::layer::PolicyLayer;
+use crate::error::ConfigError;
+use crate::rule::{entitlement_name, Rule, Rules};
 use crate::scope::{Requirement, ScopeSet};
 
 /// A table of routes and what each requires; build it into a
-/// [`PolicyLayer`] with [`build`](RoutePolicy::build).
+/// [`PolicyLayer`](crate::layer::PolicyLayer) with
+/// [`Gate::policy`](crate::gate::Gate::policy).
 ///
 /// See the [module docs](crate::policy) for an example.
 #[derive(Clone, Debug, Default)]
@@ -107,12 +114,34 @@ struct Entry {
     want: Want,
 }
 
+/// What an entry asks for, as given.
 #[derive(Clone, Debug)]
 enum Want {
     Public,
     Authenticated,
     Scope(String),
     Requirement(Requirement),
+}
+
+/// What a route needs, once checked.
+enum Access {
+    /// No credential at all.
+    Public,
+    /// A valid credential (and the policy's entitlement, if any).
+    Authenticated,
+    /// A credential with these scopes (and the entitlement).
+    Scoped(Requirement),
+}
+
+impl Want {
+    fn access(self) -> Result<Access, ConfigError> {
+        Ok(match self {
+            Want::Public => Access::Public,
+            Want::Authenticated => Access::Authenticated,
+            Want::Scope(scope) => Access::Scoped(Requirement::scope(&scope)?),
+            Want::Requirement(requirement) => Access::Scoped(requirement),
+        })
+    }
 }
 
 impl RoutePolicy {
@@ -158,7 +187,7 @@ impl RoutePolicy {
 
     /// Every non-public route also requires this plan entitlement, usually
     /// `api-access` (default: the gate's
-    /// [`entitlement`](crate::GateBuilder::entitlement), if set).
+    /// [`entitlement`](crate::gate::GateBuilder::entitlement), if set).
     pub fn require_entitlement(mut self, entitlement: &str) -> Self {
         self.entitlement = Some(entitlement.to_owned());
         self
@@ -182,19 +211,13 @@ impl RoutePolicy {
         self
     }
 
-    /// Validates and compiles the table.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Route`] for an invalid pattern,
-    /// [`ConfigError::DuplicateRoute`] for a method and path given twice,
-    /// [`ConfigError::UnknownScope`] for a scope outside the catalog,
-    /// [`ConfigError::Scope`] or [`ConfigError::Entitlement`] for an invalid
-    /// name.
-    pub fn build(self, gate: &Gate) -> Result<PolicyLayer, ConfigError> {
+    /// Validates and compiles the table, making its rules with a gate's
+    /// `rules`; see [`Gate::policy`](crate::gate::Gate::policy) for the
+    /// errors.
+    pub(crate) fn compile(self, rules: &Rules) -> Result<CompiledPolicy, ConfigError> {
         let entitlement = match self.entitlement.as_deref() {
             Some(name) => Some(entitlement_name(name)?),
-            None => gate.default_entitlement(),
+            None => rules.default_entitlement(),
         };
         let catalog = self.catalog.as_ref().map(ScopeSet::parse).transpose()?;
         let mut router = matchit::Router::new();
@@ -204,13 +227,8 @@ impl RoutePolicy {
         for entry in self.entries {
             let pattern = &entry.pattern;
             let (syntax, shape) = parse_pattern(pattern)?;
-            let requirement = match entry.want {
-                Want::Public => None,
-                Want::Authenticated => Some(None),
-                Want::Scope(scope) => Some(Some(Requirement::scope(&scope)?)),
-                Want::Requirement(requirement) => Some(Some(requirement)),
-            };
-            if let (Some(catalog), Some(Some(requirement))) = (&catalog, &requirement) {
+            let access = entry.want.access()?;
+            if let (Some(catalog), Access::Scoped(requirement)) = (&catalog, &access) {
                 if let Some(unknown) = requirement.scopes().iter().find(|s| !catalog.contains(**s))
                 {
                     return Err(ConfigError::UnknownScope {
@@ -240,27 +258,24 @@ impl RoutePolicy {
                     pattern: pattern.clone(),
                 });
             }
-            let target = match requirement {
-                None => Target::Public,
-                Some(requirement) => Target::Protected(Box::new(Rule::new(
-                    gate,
-                    entitlement.clone(),
-                    requirement.map(|r| gate.compile(&r)),
-                ))),
+            let target = match access {
+                Access::Public => Target::Public,
+                Access::Authenticated => {
+                    Target::Protected(Arc::new(rules.rule(entitlement.clone(), None)))
+                }
+                Access::Scoped(requirement) => Target::Protected(Arc::new(
+                    rules.rule(entitlement.clone(), Some(&requirement)),
+                )),
             };
             methods.push((entry.method, target));
         }
         let routes = paths.iter().map(Vec::len).sum();
-        let policy = CompiledPolicy {
+        Ok(CompiledPolicy {
             router,
             paths,
             routes,
             allow_unmatched: self.allow_unmatched,
-        };
-        Ok(PolicyLayer::new(Guard::new(
-            gate.clone(),
-            Check::Policy(policy),
-        )))
+        })
     }
 }
 
@@ -322,7 +337,8 @@ pub(crate) struct CompiledPolicy {
 
 pub(crate) enum Target {
     Public,
-    Protected(Box<Rule>),
+    /// Shared with a request whose credential is being looked up.
+    Protected(Arc<Rule>),
     /// Not stored: what a lookup answers when nothing matches.
     Unmatched,
 }

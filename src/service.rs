@@ -1,4 +1,4 @@
-//! [`Guarded`], the service both layers produce, and its [`ResponseFuture`].
+//! [`Guarded`], the service every layer produces, and its [`ResponseFuture`].
 //!
 //! # Example
 //!
@@ -44,12 +44,14 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::ResponseBody;
-use crate::error::{is_grpc, ErrorResponse};
-use crate::gate::Lookup;
-use crate::guard::{Decision, Guard, ScopeHeaders};
+use crate::cache::Lookup;
+use crate::guard::{Decision, Guard, Miss, Verdict};
+use crate::render::{is_grpc, ErrorResponse};
+use crate::rule::{Rule, ScopeHeaders};
 
-/// A service behind a [`ScopeLayer`](crate::ScopeLayer) or an
-/// [`EntitlementLayer`](crate::EntitlementLayer).
+/// A service behind a [`ScopeLayer`](crate::layer::ScopeLayer), an
+/// [`EntitlementLayer`](crate::layer::EntitlementLayer) or a
+/// [`PolicyLayer`](crate::layer::PolicyLayer).
 ///
 /// Rejections are `Ok` responses; `Error` is the inner service's error. See
 /// the [module docs](crate::service) for an example.
@@ -103,17 +105,9 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let state = match self.guard.decide(&mut request) {
-            // Decided at once: `self.inner` was just driven to readiness, call it.
-            Decision::Allow(headers) => State::Inner {
-                future: self.inner.call(request),
-                headers,
-            },
-            Decision::Deny(rejection, headers) => State::Rejected {
-                rejection: rejection.clone(),
-                grpc: is_grpc(request.headers()),
-                headers,
-            },
-            Decision::Resolve(token) => {
+            // Decided at once: `self.inner` was just driven to readiness.
+            Decision::Now(verdict) => State::after(verdict, request, &mut self.inner),
+            Decision::Resolve(Miss { lookup, rule }) => {
                 // The inner service is called after the lookup, so take the
                 // service that is ready and leave a clone in its place, as
                 // tower's `Service` docs require:
@@ -121,14 +115,25 @@ where
                 let clone = self.inner.clone();
                 let service = mem::replace(&mut self.inner, clone);
                 State::Resolving {
-                    lookup: self.guard.load(token),
+                    lookup,
                     guard: Arc::clone(&self.guard),
-                    pending: Some(Box::new((request, service))),
+                    pending: Some(Box::new(Pending {
+                        rule,
+                        request,
+                        service,
+                    })),
                 }
             }
         };
         ResponseFuture { state }
     }
+}
+
+/// What a request waiting for the store holds on to.
+struct Pending<S, ReqBody> {
+    rule: Arc<Rule>,
+    request: Request<ReqBody>,
+    service: S,
 }
 
 pin_project! {
@@ -156,7 +161,28 @@ pin_project! {
         // Boxed: a request and a service would make every response future
         // (moved on each call, hits included) several hundred bytes larger,
         // for the miss path's sake.
-        Resolving { lookup: Lookup, guard: Arc<Guard>, pending: Option<Box<(Request<ReqBody>, S)>> },
+        Resolving { lookup: Lookup, guard: Arc<Guard>, pending: Option<Box<Pending<S, ReqBody>>> },
+    }
+}
+
+impl<S, ReqBody> State<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    /// The state a verdict leads to: the inner service's call, or the
+    /// rejection.
+    fn after(verdict: Verdict<'_>, request: Request<ReqBody>, service: &mut S) -> Self {
+        match verdict {
+            Verdict::Allow(headers) => State::Inner {
+                future: service.call(request),
+                headers,
+            },
+            Verdict::Deny(rejection, headers) => State::Rejected {
+                rejection: rejection.clone(),
+                grpc: is_grpc(request.headers()),
+                headers,
+            },
+        }
     }
 }
 
@@ -196,26 +222,16 @@ where
                     let resolved = ready!(lookup.as_mut().poll(cx));
                     // Taken only here, right before the state changes; if it is
                     // gone the future was polled after completion: fail closed.
-                    let Some((mut request, mut service)) = pending.take().map(|p| *p) else {
+                    let Some(pending) = pending.take() else {
                         return Poll::Ready(Ok(guard.unavailable().to_response(false)));
                     };
-                    match guard.decide_resolved(&mut request, resolved) {
-                        Decision::Allow(headers) => State::Inner {
-                            future: service.call(request),
-                            headers,
-                        },
-                        Decision::Deny(rejection, headers) => State::Rejected {
-                            rejection: rejection.clone(),
-                            grpc: is_grpc(request.headers()),
-                            headers,
-                        },
-                        // The store has answered: nothing is left to resolve.
-                        Decision::Resolve(_) => State::Rejected {
-                            rejection: guard.unavailable().clone(),
-                            grpc: is_grpc(request.headers()),
-                            headers: None,
-                        },
-                    }
+                    let Pending {
+                        rule,
+                        mut request,
+                        mut service,
+                    } = *pending;
+                    let verdict = guard.decide_resolved(&rule, &mut request, resolved);
+                    State::after(verdict, request, &mut service)
                 }
             };
             self.as_mut().project().state.set(next);

@@ -52,7 +52,7 @@ async fn send(
     token: Option<&str>,
     grpc: bool,
 ) -> (StatusCode, String, Response<()>) {
-    let layer = policy.build(&gate()).unwrap();
+    let layer = gate().policy(policy).unwrap();
     let app = layer.layer(service_fn(|req: Request<Full<Bytes>>| async move {
         let who = req
             .extensions()
@@ -279,7 +279,7 @@ async fn grpc_requests_are_refused_with_grpc_status() {
 #[test]
 fn misconfiguration_is_an_error_at_build_time() {
     let gate = gate();
-    let err = |policy: RoutePolicy| policy.build(&gate).unwrap_err();
+    let err = |policy: RoutePolicy| gate.policy(policy).unwrap_err();
     assert_eq!(
         err(RoutePolicy::new().scope(Method::GET, "/a", "x:read").scope(
             Method::GET,
@@ -319,9 +319,10 @@ fn misconfiguration_is_an_error_at_build_time() {
         ConfigError::Entitlement(_)
     ));
     // Same path, other method: fine.
-    RoutePolicy::new()
-        .scope(Method::GET, "/a/{id}", "x:read")
-        .scope(Method::DELETE, "/a/{id}", "x:write")
-        .build(&gate)
-        .unwrap();
+    gate.policy(
+        RoutePolicy::new()
+            .scope(Method::GET, "/a/{id}", "x:read")
+            .scope(Method::DELETE, "/a/{id}", "x:write"),
+    )
+    .unwrap();
 }

@@ -46,12 +46,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
 /// Which scope each gRPC method needs; any other method is refused.
 fn policy(gate: &Gate) -> Result<PolicyLayer, ConfigError> {
-    RoutePolicy::new()
-        .require_entitlement("api-access")
-        .scope_catalog(demo::SCOPES)
-        .grpc("/contacts.v1.Contacts/ListContacts", "contacts:read")
-        .grpc("/contacts.v1.Contacts/CreateContact", "contacts:write")
-        .build(gate)
+    gate.policy(
+        RoutePolicy::new()
+            .require_entitlement("api-access")
+            .scope_catalog(demo::SCOPES)
+            .grpc("/contacts.v1.Contacts/ListContacts", "contacts:read")
+            .grpc("/contacts.v1.Contacts/CreateContact", "contacts:write"),
+    )
 }
 
 /// Serves until the task is dropped.

@@ -1,9 +1,18 @@
-//! Credential stores: where token hashes are resolved to credentials.
+//! The plug-in points, side by side, and the stores scopegate ships.
 //!
-//! [`CredentialStore`] is the plug-in point. It is object-safe, so a gate holds
-//! any store as `Arc<dyn CredentialStore>`, and it is called only when the
-//! [`CachedStore`] in front of it misses, so its boxed future stays off the hot
-//! path. [`MemoryStore`] is the embedded default.
+//! - [`CredentialStore`] resolves a presented token to its credential. It is
+//!   called only when the [`CachedStore`](crate::cache::CachedStore) in front
+//!   of it misses, so its boxed future (`async_trait`, for object safety:
+//!   `Arc<dyn CredentialStore>` is a store too) stays off the hot path.
+//! - [`EntitlementSource`] tells the OAuth stores an account's plan.
+//! - [`UsageRecorder`] is told of every admitted request, for example to keep
+//!   a key's `last_used_at`.
+//!
+//! The stores: [`MemoryStore`], the embedded default; [`ChainStore`], which
+//! sends each token to the store for its [`TokenShape`]; and, behind
+//! features, PostgreSQL (`postgres`), JWT access tokens (`jwt`) and token
+//! introspection (`introspection`). Each implements the traits from here;
+//! none reaches into the layers.
 //!
 //! # Example: a store of your own
 //!
@@ -49,23 +58,27 @@ use async_trait::async_trait;
 
 use crate::credential::{Credential, PresentedToken};
 
-mod cached;
 mod chain;
-pub(crate) mod front;
 #[cfg(feature = "introspection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "introspection")))]
 pub mod introspection;
 #[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
 mod memory;
 #[cfg(any(feature = "jwt", feature = "introspection"))]
 mod oauth;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 
-pub use cached::{CacheStats, CachedStore, CachedStoreBuilder};
+#[doc(inline)]
 pub use chain::{ChainStore, TokenShape};
+#[doc(inline)]
 pub use memory::{LoadError, MemoryStore};
 #[cfg(any(feature = "jwt", feature = "introspection"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "introspection"))))]
+#[doc(inline)]
 pub use oauth::OAuthConfigError;
 
 /// `Box<dyn Error + Send + Sync>`, as in tower.
@@ -112,7 +125,7 @@ impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
 /// introspection response) but not the account's plan; [`JwtStore`] and
 /// [`IntrospectionStore`] ask this source. They call it on a cache miss only:
 /// the entitlements are cached with the credential, and dropped with it by
-/// [`CachedStore::invalidate_account`].
+/// [`CachedStore::invalidate_account`](crate::cache::CachedStore::invalidate_account).
 ///
 /// Implemented for a `HashMap` of account ids to entitlements, for `Arc`s of
 /// sources, and (feature `postgres`) for `PgCredentialStore`, which reads the
@@ -156,6 +169,30 @@ impl<T: EntitlementSource + ?Sized> EntitlementSource for Arc<T> {
     async fn entitlements(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
         (**self).entitlements(account_id).await
     }
+}
+
+/// Told of every request a credential is admitted for; set with
+/// [`GateBuilder::usage_recorder`](crate::gate::GateBuilder::usage_recorder).
+/// Runs on the request path: it must return at once (queue, don't write).
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::sync::Arc;
+/// use scopegate::store::UsageRecorder;
+/// use scopegate::Credential;
+///
+/// #[derive(Default)]
+/// struct Count(AtomicU64);
+///
+/// impl UsageRecorder for Count {
+///     fn record(&self, _credential: &Arc<Credential>) {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///     }
+/// }
+/// ```
+pub trait UsageRecorder: Send + Sync + 'static {
+    /// `credential` was just admitted for a request.
+    fn record(&self, credential: &Arc<Credential>);
 }
 
 /// A credential store could not answer.

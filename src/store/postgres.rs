@@ -39,7 +39,8 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{PgPool, Row};
 
-use super::{CachedStore, CredentialStore, EntitlementSource, StoreError};
+use super::{CredentialStore, EntitlementSource, StoreError, UsageRecorder};
+use crate::cache::CachedStore;
 use crate::credential::{Credential, CredentialKind, PresentedToken, TokenHash};
 use crate::key::ApiKey;
 use crate::scope::{Scope, ScopeError, ScopeSet};
@@ -512,7 +513,7 @@ pub struct PgUsageRecorder {
     queue: tokio::sync::mpsc::Sender<Arc<Credential>>,
 }
 
-impl crate::gate::UsageRecorder for PgUsageRecorder {
+impl UsageRecorder for PgUsageRecorder {
     fn record(&self, credential: &Arc<Credential>) {
         // Never waits: when the queue is full the use is not recorded, and
         // the key's next use will be.

@@ -1,8 +1,45 @@
-//! A moka cache in front of any [`CredentialStore`].
+//! A moka cache in front of any [`CredentialStore`]: [`CachedStore`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use scopegate::cache::CachedStore;
+//! use scopegate::{Credential, CredentialKind, MemoryStore, PresentedToken};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), scopegate::store::StoreError> {
+//! let keys = MemoryStore::new();
+//! keys.insert_token("ohk_1", Credential::new("key_1", "ws_acme", CredentialKind::ApiKey));
+//! let token = PresentedToken::new("ohk_1");
+//!
+//! let cache = CachedStore::builder(keys.clone())
+//!     .max_capacity(10_000)
+//!     .time_to_live(Duration::from_secs(30))
+//!     .build();
+//!
+//! assert_eq!(cache.resolve(&token).await?.unwrap().id(), "key_1");
+//! assert_eq!(cache.resolve(&token).await?.unwrap().id(), "key_1");
+//! let stats = cache.stats();
+//! assert_eq!((stats.misses, stats.hits), (1, 1));
+//!
+//! // Revoke in the store, then drop the cached copy: the next lookup misses.
+//! keys.revoke_credential("key_1");
+//! cache.invalidate_credential("key_1");
+//! assert!(cache.resolve(&token).await?.is_none());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The request path reads it in three steps (`Resolver`): this thread's own
+//! copy of a recent answer (`front`), then moka if it answers without
+//! waiting, then the store, single-flight per token.
+
+mod front;
 
 use std::fmt;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -12,8 +49,10 @@ use crossbeam_utils::CachePadded;
 use moka::future::Cache;
 use moka::Expiry;
 
-use super::{front, CredentialStore, StoreError};
 use crate::credential::{Credential, PresentedToken, TokenHash};
+use crate::store::{CredentialStore, StoreError};
+
+pub(crate) use front::{Cached, Epochs, Key};
 
 const DEFAULT_MAX_CAPACITY: u64 = 100_000;
 const DEFAULT_TIME_TO_LIVE: Duration = Duration::from_secs(60);
@@ -44,37 +83,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 /// credential itself), so the default `max_capacity` of 100 000 is about
 /// 35 MB at most.
 ///
-/// Cloning is cheap: clones share the cache.
-///
-/// # Example
-///
-/// ```
-/// use std::time::Duration;
-/// use scopegate::{CachedStore, Credential, CredentialKind, MemoryStore, PresentedToken};
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), scopegate::StoreError> {
-/// let keys = MemoryStore::new();
-/// keys.insert_token("ohk_1", Credential::new("key_1", "ws_acme", CredentialKind::ApiKey));
-/// let token = PresentedToken::new("ohk_1");
-///
-/// let cache = CachedStore::builder(keys.clone())
-///     .max_capacity(10_000)
-///     .time_to_live(Duration::from_secs(30))
-///     .build();
-///
-/// assert_eq!(cache.resolve(&token).await?.unwrap().id(), "key_1");
-/// assert_eq!(cache.resolve(&token).await?.unwrap().id(), "key_1");
-/// let stats = cache.stats();
-/// assert_eq!((stats.misses, stats.hits), (1, 1));
-///
-/// // Revoke in the store, then drop the cached copy: the next lookup misses.
-/// keys.revoke_credential("key_1");
-/// cache.invalidate_credential("key_1");
-/// assert!(cache.resolve(&token).await?.is_none());
-/// # Ok(())
-/// # }
-/// ```
+/// Cloning is cheap: clones share the cache. See the
+/// [module docs](crate::cache) for an example.
 pub struct CachedStore<S> {
     shared: Arc<Shared<S>>,
 }
@@ -213,140 +223,31 @@ impl<S: CredentialStore> CachedStore<S> {
             shared.counters.negative_hits.bump();
             return Ok(None);
         }
-        self.load(token).await
+        shared.load(token).await.map(Cached::found)
     }
 
-    /// The request path's first step: this thread's own copy of the answer
-    /// for the token whose front key is `key` (see `front`). `Ok(Some(_))`
-    /// is a hit, `Ok(None)` a negative hit; `Err` carries the epochs to hand
-    /// to [`cached_in_moka`](Self::cached_in_moka).
-    #[inline]
-    pub(crate) fn front(&self, key: &front::Key) -> Result<Option<Arc<Credential>>, front::Epochs> {
-        let shared = &*self.shared;
-        // Read before the moka lookups: an invalidation that races them
-        // leaves the copy made after them with an outdated epoch, so it is
-        // never served.
-        let (found, not_found) = shared.epochs();
-        let epochs = front::Epochs { found, not_found };
-        let answer = front::get(shared.id, key, epochs).ok_or(epochs)?;
-        match answer {
-            Some(_) => shared.counters.hits.bump(),
-            None => shared.counters.negative_hits.bump(),
-        }
-        Ok(answer)
+    /// The cache as the request path sees it: without the store's type.
+    pub(crate) fn resolver(&self) -> Arc<dyn Resolver>
+    where
+        S: 'static,
+    {
+        self.shared.clone()
     }
 
-    /// The second step: moka's answer for `hash`, if it can give one without
-    /// waiting, copied into this thread's front under `key`.
-    ///
-    /// `Some(Some(_))` is a hit, `Some(None)` a negative hit, and `None` means
-    /// "ask [`resolve`](Self::resolve)". moka's `get` completes at once
-    /// unless it has to wait for its own housekeeping, so polling it once
-    /// avoids boxing a future on a hit.
-    pub(crate) fn cached_in_moka(
-        &self,
-        hash: &TokenHash,
-        key: &front::Key,
-        epochs: front::Epochs,
-    ) -> Option<Option<Arc<Credential>>> {
-        let shared = &*self.shared;
-        match poll_once(shared.positive.get(hash))? {
-            Some(entry) => {
-                let credential = Some(&*entry.credential);
-                front::put(shared.id, key, epochs, entry.deadline, credential);
-                shared.counters.hits.bump();
-                Some(Some(entry.credential))
-            }
-            None => {
-                let deadline = poll_once(shared.negative.get(hash))??;
-                front::put(shared.id, key, epochs, deadline, None);
-                shared.counters.negative_hits.bump();
-                Some(None)
-            }
-        }
-    }
-
-    /// Both steps: what the request path answers without waiting. The
-    /// tests know tokens by their hashes, so the front key is taken of that:
-    /// one key per token all the same.
+    /// What the request path answers without waiting. The tests know
+    /// tokens by their hashes, so the front key is taken of that: one key
+    /// per token all the same.
     #[cfg(test)]
-    fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>> {
+    fn cached(&self, hash: &TokenHash) -> Option<Option<Arc<Credential>>>
+    where
+        S: 'static,
+    {
         let key = front::Key::of(hash.as_bytes());
-        match self.front(&key) {
+        let answer = match self.shared.on_this_thread(&key) {
             Ok(answer) => Some(answer),
-            Err(epochs) => self.cached_in_moka(hash, &key, epochs),
-        }
-    }
-
-    pub(crate) async fn load(
-        &self,
-        token: &PresentedToken,
-    ) -> Result<Option<Arc<Credential>>, StoreError> {
-        let shared = &*self.shared;
-        let hash = token.hash();
-        let epochs = shared.epochs();
-        let called = AtomicBool::new(false);
-        let result = shared
-            .positive
-            .try_get_with_by_ref(hash, async {
-                called.store(true, Ordering::Relaxed);
-                Counters::bump(&shared.counters.misses);
-                match shared.fetch(token).await {
-                    Ok(Some(credential)) if !credential.is_expired(SystemTime::now()) => {
-                        let lifetime = shared.lifetime(&credential);
-                        // The deadline first: it must fall before `expires`.
-                        let deadline = front::Deadline::after(lifetime);
-                        Ok(Entry {
-                            expires: Instant::now() + lifetime,
-                            deadline,
-                            credential: Arc::new(credential),
-                        })
-                    }
-                    Ok(_) => {
-                        // Fill the negative cache before the waiters wake, so
-                        // none of them, nor the next request, calls the store.
-                        // Taken before moka's insert stamps the entry.
-                        let deadline = front::Deadline::after(shared.negative_time_to_live);
-                        shared.negative.insert(*hash, deadline).await;
-                        Err(LoadFailure::NotFound)
-                    }
-                    Err(error) => {
-                        Counters::bump(&shared.counters.errors);
-                        Err(LoadFailure::Store(error))
-                    }
-                }
-            })
-            .await;
-        if !called.load(Ordering::Relaxed) {
-            Counters::bump(&shared.counters.coalesced);
-        } else {
-            // If an invalidation ran while the store was being read, what the
-            // store said may predate it: serve it to this request, which
-            // began before the invalidation, but do not keep it.
-            // The epoch is bumped again afterwards, for a front copy another
-            // thread may have made of the answer meanwhile.
-            let (found, not_found) = shared.epochs();
-            match &result {
-                Ok(_) if found != epochs.0 => {
-                    shared.positive.invalidate(hash).await;
-                    bump(&shared.found_epoch);
-                }
-                Err(failure)
-                    if matches!(**failure, LoadFailure::NotFound) && not_found != epochs.1 =>
-                {
-                    shared.negative.invalidate(hash).await;
-                    bump(&shared.not_found_epoch);
-                }
-                _ => {}
-            }
-        }
-        match result {
-            Ok(entry) => Ok(Some(entry.credential)),
-            Err(failure) => match &*failure {
-                LoadFailure::NotFound => Ok(None),
-                LoadFailure::Store(error) => Err(error.clone()),
-            },
-        }
+            Err(epochs) => self.shared.cached_now(hash, &key, epochs),
+        };
+        answer.map(Cached::found)
     }
 
     // Every invalidation bumps the epochs it concerns twice. Before it
@@ -467,11 +368,82 @@ impl<S: CredentialStore> Shared<S> {
         bump(&self.not_found_epoch);
     }
 
-    fn epochs(&self) -> (u64, u64) {
-        (
-            self.found_epoch.load(Ordering::SeqCst),
-            self.not_found_epoch.load(Ordering::SeqCst),
-        )
+    fn epochs(&self) -> Epochs {
+        Epochs {
+            found: self.found_epoch.load(Ordering::SeqCst),
+            not_found: self.not_found_epoch.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The miss path: one store call per hash however many requests wait
+    /// for it (moka's `try_get_with`), its answer cached unless an
+    /// invalidation ran meanwhile.
+    async fn load(&self, token: &PresentedToken) -> Result<Cached, StoreError> {
+        let hash = token.hash();
+        let epochs = self.epochs();
+        let called = AtomicBool::new(false);
+        let result = self
+            .positive
+            .try_get_with_by_ref(hash, async {
+                called.store(true, Ordering::Relaxed);
+                Counters::bump(&self.counters.misses);
+                match self.fetch(token).await {
+                    Ok(Some(credential)) if !credential.is_expired(SystemTime::now()) => {
+                        let lifetime = self.lifetime(&credential);
+                        // The deadline first: it must fall before `expires`.
+                        let deadline = front::Deadline::after(lifetime);
+                        Ok(Entry {
+                            expires: Instant::now() + lifetime,
+                            deadline,
+                            credential: Arc::new(credential),
+                        })
+                    }
+                    Ok(_) => {
+                        // Fill the negative cache before the waiters wake, so
+                        // none of them, nor the next request, calls the store.
+                        // Taken before moka's insert stamps the entry.
+                        let deadline = front::Deadline::after(self.negative_time_to_live);
+                        self.negative.insert(*hash, deadline).await;
+                        Err(LoadFailure::NotFound)
+                    }
+                    Err(error) => {
+                        Counters::bump(&self.counters.errors);
+                        Err(LoadFailure::Store(error))
+                    }
+                }
+            })
+            .await;
+        if !called.load(Ordering::Relaxed) {
+            Counters::bump(&self.counters.coalesced);
+        } else {
+            // If an invalidation ran while the store was being read, what the
+            // store said may predate it: serve it to this request, which
+            // began before the invalidation, but do not keep it.
+            // The epoch is bumped again afterwards, for a front copy another
+            // thread may have made of the answer meanwhile.
+            let now = self.epochs();
+            match &result {
+                Ok(_) if now.found != epochs.found => {
+                    self.positive.invalidate(hash).await;
+                    bump(&self.found_epoch);
+                }
+                Err(failure)
+                    if matches!(**failure, LoadFailure::NotFound)
+                        && now.not_found != epochs.not_found =>
+                {
+                    self.negative.invalidate(hash).await;
+                    bump(&self.not_found_epoch);
+                }
+                _ => {}
+            }
+        }
+        match result {
+            Ok(entry) => Ok(Cached::Found(entry.credential)),
+            Err(failure) => match &*failure {
+                LoadFailure::NotFound => Ok(Cached::NotFound),
+                LoadFailure::Store(error) => Err(error.clone()),
+            },
+        }
     }
 
     async fn fetch(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
@@ -502,6 +474,67 @@ impl<S: CredentialStore> Shared<S> {
             }
         }
         result
+    }
+}
+
+/// The request path's way into the cache, in the order it asks: this
+/// thread's copy, then moka without waiting, then the store. Object-safe, so
+/// that a gate holds any `CachedStore<S>` without being generic over `S`.
+pub(crate) trait Resolver: Send + Sync {
+    /// This thread's copy of the answer for the token whose front key is
+    /// `key`, if it is current (see `front`); else the epochs to hand to
+    /// [`cached_now`](Resolver::cached_now).
+    fn on_this_thread(&self, key: &Key) -> Result<Cached, Epochs>;
+
+    /// moka's answer for `hash`, if it can give one without waiting, copied
+    /// into this thread's front under `key`; `None`: ask the store
+    /// ([`load`](Resolver::load)).
+    fn cached_now(&self, hash: &TokenHash, key: &Key, epochs: Epochs) -> Option<Cached>;
+
+    /// The miss path, boxed: the only allocation a lookup makes, and only
+    /// when nothing cached answers.
+    fn load(self: Arc<Self>, token: PresentedToken) -> Lookup;
+}
+
+/// A store lookup under way.
+pub(crate) type Lookup = Pin<Box<dyn Future<Output = Result<Cached, StoreError>> + Send>>;
+
+impl<S: CredentialStore + 'static> Resolver for Shared<S> {
+    #[inline]
+    fn on_this_thread(&self, key: &Key) -> Result<Cached, Epochs> {
+        // Read before the moka lookups: an invalidation that races them
+        // leaves the copy made after them with an outdated epoch, so it is
+        // never served.
+        let epochs = self.epochs();
+        let answer = front::get(self.id, key, epochs).ok_or(epochs)?;
+        match answer {
+            Cached::Found(_) => self.counters.hits.bump(),
+            Cached::NotFound => self.counters.negative_hits.bump(),
+        }
+        Ok(answer)
+    }
+
+    // moka's `get` completes at once unless it has to wait for its own
+    // housekeeping, so polling it once avoids boxing a future on a hit.
+    fn cached_now(&self, hash: &TokenHash, key: &Key, epochs: Epochs) -> Option<Cached> {
+        match poll_once(self.positive.get(hash))? {
+            Some(entry) => {
+                let answer = Cached::Found(entry.credential);
+                front::put(self.id, key, epochs, entry.deadline, &answer);
+                self.counters.hits.bump();
+                Some(answer)
+            }
+            None => {
+                let deadline = poll_once(self.negative.get(hash))??;
+                front::put(self.id, key, epochs, deadline, &Cached::NotFound);
+                self.counters.negative_hits.bump();
+                Some(Cached::NotFound)
+            }
+        }
+    }
+
+    fn load(self: Arc<Self>, token: PresentedToken) -> Lookup {
+        Box::pin(async move { Shared::load(&self, &token).await })
     }
 }
 

@@ -35,24 +35,50 @@ struct Slot {
     /// The epoch of the entry's kind.
     epoch: u64,
     deadline: Deadline,
-    /// `None`: the store said "not found".
-    credential: Option<Arc<Credential>>,
+    answer: Cached,
 }
 
-/// The cache's epochs, read before its moka lookups.
-#[derive(Clone, Copy, Debug)]
+/// An answer the cache gives without calling the store.
+#[derive(Clone, Debug)]
+pub(crate) enum Cached {
+    /// The token stands for this credential.
+    Found(Arc<Credential>),
+    /// The store said "not found": unknown, revoked or expired.
+    NotFound,
+}
+
+impl Cached {
+    /// The credential, if found.
+    pub(crate) fn found(self) -> Option<Arc<Credential>> {
+        match self {
+            Cached::Found(credential) => Some(credential),
+            Cached::NotFound => None,
+        }
+    }
+}
+
+/// A cache's invalidation epochs, one per kind of answer, as read at one
+/// moment (before its moka lookups): every invalidation moves on the epoch
+/// of what it drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Epochs {
     pub(super) found: u64,
     pub(super) not_found: u64,
 }
 
+impl Epochs {
+    /// The epoch of `answer`'s kind.
+    fn of(self, answer: &Cached) -> u64 {
+        match answer {
+            Cached::Found(_) => self.found,
+            Cached::NotFound => self.not_found,
+        }
+    }
+}
+
 impl Slot {
     fn epoch_is(&self, epochs: Epochs) -> bool {
-        let current = match self.credential {
-            Some(_) => epochs.found,
-            None => epochs.not_found,
-        };
-        self.epoch == current
+        self.epoch == epochs.of(&self.answer)
     }
 }
 
@@ -127,10 +153,10 @@ pub(super) fn slot_of(key: &Key) -> usize {
     (key.0 as usize) % SLOTS
 }
 
-/// This thread's copy of the answer for `key`, if it is current:
-/// `Some(Some(_))` found, `Some(None)` not found, `None` ask moka.
+/// This thread's copy of the answer for `key`, if it is current; `None`:
+/// ask moka.
 #[inline]
-pub(super) fn get(store: u64, key: &Key, epochs: Epochs) -> Option<Option<Arc<Credential>>> {
+pub(super) fn get(store: u64, key: &Key, epochs: Epochs) -> Option<Cached> {
     FRONT
         .try_with(|front| {
             let front = front.try_borrow().ok()?;
@@ -139,22 +165,16 @@ pub(super) fn get(store: u64, key: &Key, epochs: Epochs) -> Option<Option<Arc<Cr
                 && slot.key == *key
                 && slot.epoch_is(epochs)
                 && !slot.deadline.passed())
-            .then(|| slot.credential.clone())
+            .then(|| slot.answer.clone())
         })
         .ok()
         .flatten()
 }
 
-/// Keeps a copy of an answer (`None`: not found) for this thread, unless its
-/// slot holds a live entry of another key. A credential is copied deeply,
-/// once per thread and key, so that threads do not share its reference count.
-pub(super) fn put(
-    store: u64,
-    key: &Key,
-    epochs: Epochs,
-    deadline: Deadline,
-    credential: Option<&Credential>,
-) {
+/// Keeps a copy of an answer for this thread, unless its slot holds a live
+/// entry of another key. A credential is copied deeply, once per thread and
+/// key, so that threads do not share its reference count.
+pub(super) fn put(store: u64, key: &Key, epochs: Epochs, deadline: Deadline, answer: &Cached) {
     let _ = FRONT.try_with(|front| {
         let Ok(mut front) = front.try_borrow_mut() else {
             return;
@@ -175,12 +195,12 @@ pub(super) fn put(
         *slot = Some(Slot {
             store,
             key: *key,
-            epoch: match credential {
-                Some(_) => epochs.found,
-                None => epochs.not_found,
-            },
+            epoch: epochs.of(answer),
             deadline,
-            credential: credential.map(|c| Arc::new(c.clone())),
+            answer: match answer {
+                Cached::Found(credential) => Cached::Found(Arc::new(Credential::clone(credential))),
+                Cached::NotFound => Cached::NotFound,
+            },
         });
     });
 }
