@@ -17,7 +17,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::AUTHORIZATION;
 use http::{Extensions, HeaderMap};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use scopegate::{CachedStore, Credential, Gate, MemoryStore, PresentedToken, TokenHash};
+use scopegate::credential::{PresentedToken, TokenHash};
+use scopegate::{CachedStore, Credential, Gate, MemoryStore};
 use sha2::{Digest, Sha256};
 use support::{bare, bearer, call, credential, request, runtime, warm, SCOPES, TOKEN};
 use tower::{Layer, ServiceBuilder};
@@ -83,7 +84,7 @@ fn hot_path(c: &mut Criterion) {
     // A route policy table in place of the two layers: matching must not
     // grow with the table. The requested route is the table's last.
     for routes in [10usize, 200] {
-        let mut policy = scopegate::RoutePolicy::new().require_entitlement("api-access");
+        let mut policy = scopegate::policy::RoutePolicy::new().require_entitlement("api-access");
         for i in 0..routes - 1 {
             policy = policy.scope(
                 http::Method::GET,
@@ -242,8 +243,8 @@ fn scopegate_jwt(
     rt: &tokio::runtime::Runtime,
     keys: MemoryStore,
 ) {
-    use scopegate::store::jwt::JwtStore;
-    use scopegate::{ChainStore, CredentialStore};
+    use scopegate::store::oauth::jwt::JwtStore;
+    use scopegate::store::{ChainStore, CredentialStore};
 
     const ISSUER: &str = "https://auth.bench.test";
     const AUDIENCE: &str = "https://api.bench.test";
@@ -255,7 +256,7 @@ fn scopegate_jwt(
     let jwks = serde_json::to_string(&jsonwebtoken::jwk::JwkSet { keys: vec![jwk] }).expect("jwks");
     let plans = std::collections::HashMap::from([(
         "ws_bench".to_owned(),
-        vec![scopegate::API_ACCESS.to_owned()],
+        vec![scopegate::error::API_ACCESS.to_owned()],
     )]);
     let store = JwtStore::builder(ISSUER, AUDIENCE)
         .jwks_json(&jwks)

@@ -12,7 +12,8 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use scopegate::{CachedStore, Gate, MemoryStore, Requirement};
+use scopegate::scope::Requirement;
+use scopegate::{CachedStore, Gate, MemoryStore};
 use support::{bare, bearer, call, credential, request, runtime, SCOPES};
 use tower::ServiceBuilder;
 
@@ -32,7 +33,7 @@ fn cache_size(c: &mut Criterion) {
         rt.block_on(async {
             for token in &tokens {
                 cache
-                    .resolve(&scopegate::PresentedToken::new(token))
+                    .resolve(&scopegate::credential::PresentedToken::new(token))
                     .await
                     .expect("store")
                     .expect("credential");
@@ -90,7 +91,7 @@ fn cache_size(c: &mut Criterion) {
         let moka = moka::future::Cache::new(n as u64 + 1);
         let hashes: Vec<_> = headers
             .iter()
-            .map(|h| scopegate::TokenHash::of(&h.as_bytes()[7..]))
+            .map(|h| scopegate::credential::TokenHash::of(&h.as_bytes()[7..]))
             .collect();
         rt.block_on(async {
             for (i, hash) in hashes.iter().enumerate() {

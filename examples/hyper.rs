@@ -19,7 +19,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use scopegate::{CachedStore, ConfigError, Gate, RoutePolicy};
+use scopegate::error::ConfigError;
+use scopegate::policy::RoutePolicy;
+use scopegate::{CachedStore, Gate};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
@@ -37,7 +39,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
 }
 
 /// The access policy: every route listed, everything else refused.
-fn policy(gate: &Gate) -> Result<scopegate::PolicyLayer, ConfigError> {
+fn policy(gate: &Gate) -> Result<scopegate::layer::PolicyLayer, ConfigError> {
     gate.policy(
         RoutePolicy::new()
             .require_entitlement("api-access")

@@ -6,7 +6,7 @@
 //! use bytes::Bytes;
 //! use http_body::Body;
 //! use http_body_util::{BodyExt, Full};
-//! use scopegate::ResponseBody;
+//! use scopegate::body::ResponseBody;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -25,8 +25,8 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 pin_project! {
-    /// The response body of [`ScopeLayer`](crate::ScopeLayer) and
-    /// [`EntitlementLayer`](crate::EntitlementLayer): the inner service's body,
+    /// The response body of [`ScopeLayer`](crate::layer::ScopeLayer) and
+    /// [`EntitlementLayer`](crate::layer::EntitlementLayer): the inner service's body,
     /// or the bytes of a rejection.
     ///
     /// No `Default` bound on `B`, no boxing. See the [module docs](crate::body)

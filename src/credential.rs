@@ -13,9 +13,10 @@
 //!
 //! ```
 //! use std::time::{Duration, SystemTime};
-//! use scopegate::{Credential, CredentialKind, ScopeSet, TokenHash};
+//! use scopegate::{Credential, CredentialKind, ScopeSet};
+//! use scopegate::credential::TokenHash;
 //!
-//! # fn main() -> Result<(), scopegate::ScopeError> {
+//! # fn main() -> Result<(), scopegate::scope::ScopeError> {
 //! let credential = Credential::new("key_1", "ws_acme", CredentialKind::ApiKey)
 //!     .with_scopes(ScopeSet::parse(["contacts:read"])?)
 //!     .with_entitlements(["api-access"])
@@ -122,7 +123,7 @@ impl fmt::Debug for TokenHash {
 /// `Debug`-prints it, and it is neither `Clone` nor `Display`.
 ///
 /// ```
-/// use scopegate::{PresentedToken, TokenHash};
+/// use scopegate::credential::{PresentedToken, TokenHash};
 ///
 /// let token = PresentedToken::new("ohk_demo_all_scopes");
 /// assert_eq!(*token.hash(), TokenHash::of("ohk_demo_all_scopes"));

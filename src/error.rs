@@ -32,9 +32,9 @@
 //! ```
 //! use http::StatusCode;
 //! use scopegate::error::{ErrorEnvelope, Messages, Rejection, RejectionKind};
-//! use scopegate::Scope;
+//! use scopegate::scope::Scope;
 //!
-//! # fn main() -> Result<(), scopegate::ScopeError> {
+//! # fn main() -> Result<(), scopegate::scope::ScopeError> {
 //! let rejection = Rejection::InsufficientScope(Scope::new("contacts:write")?);
 //! assert_eq!(rejection.status(), StatusCode::FORBIDDEN);
 //! assert_eq!(rejection.kind().as_str(), "insufficient_scope");
@@ -88,7 +88,7 @@ pub enum Rejection {
     /// The credential store failed or timed out; the request was refused
     /// (fail closed).
     StoreUnavailable,
-    /// No entry of a [`RoutePolicy`](crate::RoutePolicy) matches the request,
+    /// No entry of a [`RoutePolicy`](crate::policy::RoutePolicy) matches the request,
     /// and the policy denies unmatched routes (the default).
     NoRoute,
 }

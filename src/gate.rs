@@ -5,9 +5,10 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use scopegate::{CachedStore, Gate, Messages, MemoryStore, RejectionKind};
+//! use scopegate::{CachedStore, Gate, MemoryStore};
+//! use scopegate::error::{Messages, RejectionKind};
 //!
-//! # fn main() -> Result<(), scopegate::ConfigError> {
+//! # fn main() -> Result<(), scopegate::error::ConfigError> {
 //! let keys = MemoryStore::new();
 //! let cache = CachedStore::builder(keys.clone())
 //!     .time_to_live(Duration::from_secs(30))
@@ -23,7 +24,7 @@
 //! // Layers are cheap to clone and share the gate's cache.
 //! let api_access = gate.api_access();
 //! let read_contacts = gate.require_scope("contacts:read")?;
-//! let either = gate.require(scopegate::Requirement::any_of(["contacts:read", "guides:read"])?);
+//! let either = gate.require(scopegate::scope::Requirement::any_of(["contacts:read", "guides:read"])?);
 //! # let _ = (api_access, read_contacts, either);
 //! # Ok(())
 //! # }

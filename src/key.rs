@@ -9,13 +9,13 @@
 //! or store lookup, as GitHub does with its tokens.
 //!
 //! To refuse malformed keys early, give the gate a filter with
-//! [`GateBuilder::token_filter`](crate::GateBuilder::token_filter); to keep
+//! [`GateBuilder::token_filter`](crate::gate::GateBuilder::token_filter); to keep
 //! accepting keys issued in another format, let the filter pass them.
 //!
 //! # Example
 //!
 //! ```
-//! use scopegate::ApiKey;
+//! use scopegate::key::ApiKey;
 //!
 //! let token = ApiKey::generate().expect("OS random generator");
 //! assert!(token.starts_with("ohk_") && token.len() == 44);
@@ -86,7 +86,7 @@ impl ApiKey {
         expected.as_bytes() == checksum
     }
 
-    /// A [`token_filter`](crate::GateBuilder::token_filter): tokens with the
+    /// A [`token_filter`](crate::gate::GateBuilder::token_filter): tokens with the
     /// `ohk_` prefix must be well formed; any other token passes, so keys of
     /// an older format still resolve.
     pub fn filter(token: &[u8]) -> bool {

@@ -1,7 +1,7 @@
 //! The layers: [`ScopeLayer`], [`EntitlementLayer`] and [`PolicyLayer`], all
 //! built from a [`Gate`](crate::gate::Gate).
 //!
-//! All three wrap a service in the same [`Guarded`](crate::service::Guarded)
+//! All three wrap a service in the same [`Guarded`]
 //! service: the hot path exists once. They differ in what they check: the
 //! credential's scopes against a [`Requirement`](crate::scope::Requirement),
 //! the account's plan against an entitlement, or a rule per route from a
@@ -21,7 +21,7 @@
 //!     format!("contacts of {}", credential.account_id())
 //! }
 //!
-//! # fn main() -> Result<(), scopegate::ConfigError> {
+//! # fn main() -> Result<(), scopegate::error::ConfigError> {
 //! let gate = Gate::new(CachedStore::new(MemoryStore::new()));
 //! let app: Router = Router::new()
 //!     // Per route: `route_layer`, so unknown paths stay 404 rather than 401.

@@ -2,14 +2,17 @@
 //! **entitlements** in front of any tower service: axum, hyper and tonic
 //! servers.
 //!
-//! A request carries `Authorization: Bearer <token>`. scopegate hashes the
-//! token (SHA-256; the raw token is never kept), resolves the hash through a
-//! moka cache in front of a pluggable [`CredentialStore`], and checks:
+//! A request carries `Authorization: Bearer <token>`. scopegate resolves the
+//! token through a moka cache in front of a pluggable
+//! [`CredentialStore`](store::CredentialStore) (the cache and the store know
+//! tokens only by their SHA-256; the raw token is never kept), and checks:
 //!
-//! - [`EntitlementLayer`]: the account's plan includes an entitlement, usually
-//!   `api-access` ([`Gate::api_access`]); otherwise 403 `forbidden`;
-//! - [`ScopeLayer`]: the credential's scopes satisfy the route's
-//!   [`Requirement`]; otherwise 403 `insufficient_scope`.
+//! - [`EntitlementLayer`](layer::EntitlementLayer): the account's plan
+//!   includes an entitlement, usually `api-access` ([`Gate::api_access`]);
+//!   otherwise 403 `forbidden`;
+//! - [`ScopeLayer`](layer::ScopeLayer): the credential's scopes satisfy the
+//!   route's [`Requirement`](scope::Requirement); otherwise 403
+//!   `insufficient_scope`.
 //!
 //! Every refusal is an exact JSON body with RFC 6750 challenge headers; see
 //! [`error`] for the contract. A store failure answers 503: it never lets a
@@ -72,35 +75,42 @@
 //!
 //! # Where things are
 //!
-//! - [`scope`]: scope tokens, sets and requirements.
-//! - [`credential`]: [`Credential`] and [`TokenHash`].
-//! - [`store`]: the [`CredentialStore`] trait, [`MemoryStore`], and the
-//!   [`CachedStore`] with its invalidation methods.
-//! - [`gate`]: the shared handle layers are built from.
-//! - [`layer`] and [`service`]: the middleware.
+//! In the order a request meets them:
+//!
+//! - [`gate`]: [`Gate`], the cache plus configuration, and the only place
+//!   layers are built: [`Gate::api_access`], [`Gate::require`],
+//!   [`Gate::policy`].
+//! - [`layer`] and [`service`]: the three layers and the service they wrap.
 //! - [`policy`]: route policy tables for hyper, tonic, or one axum table.
+//! - [`scope`]: scope tokens, sets and requirements.
+//! - [`credential`]: [`Credential`], [`TokenHash`](credential::TokenHash) and
+//!   [`PresentedToken`](credential::PresentedToken).
+//! - [`cache`]: [`CachedStore`], its invalidation methods and counters.
+//! - [`store`]: the plug-in traits ([`CredentialStore`](store::CredentialStore),
+//!   [`EntitlementSource`](store::EntitlementSource),
+//!   [`UsageRecorder`](store::UsageRecorder)), [`MemoryStore`], and
+//!   [`ChainStore`](store::ChainStore) for API keys, JWTs and opaque tokens
+//!   side by side; behind features, `store::postgres` and `store::oauth`.
+//! - [`error`]: rejections, messages and the error contract.
+//! - [`body`]: the layers' response body.
 //! - [`metadata`]: RFC 9728 protected-resource metadata.
 //! - [`key`]: the `ohk_` API-key format.
-//! - [`store::postgres`] (feature `postgres`): keys, accounts and plans in PostgreSQL.
-//! - [`ChainStore`]: API keys, JWTs and opaque tokens side by side, by
-//!   [`TokenShape`].
-//! - `store::jwt` (feature `jwt`): RFC 9068 JWT access tokens against a JWKS.
-//! - `store::introspection` (feature `introspection`): RFC 7662 token
-//!   introspection.
+//!
+//! `docs/ARCHITECTURE.md` in the repository draws the module graph and walks
+//! the request path file by file.
 //!
 //! # Features
 //!
 //! | feature | what it adds |
 //! |---|---|
 //! | `tracing` (default) | one event per rejection and per store call; never a token |
-//! | `postgres` | `PgCredentialStore`, push invalidation, usage recording (sqlx) |
-//! | `jwt` | `JwtStore` (jsonwebtoken, reqwest) |
-//! | `introspection` | `IntrospectionStore` (reqwest) |
+//! | `postgres` | `store::postgres`: `PgCredentialStore`, push invalidation, usage recording (sqlx) |
+//! | `jwt` | `store::oauth::jwt`: `JwtStore` (jsonwebtoken, reqwest) |
+//! | `introspection` | `store::oauth::introspection`: `IntrospectionStore` (reqwest) |
 //! | `rustls` | HTTPS for the JWKS and introspection calls |
-//! - [`error`]: rejections, messages and the error contract.
-//! - [`body`]: the layers' response body.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(
     missing_docs,
     missing_debug_implementations,
@@ -128,30 +138,18 @@ pub mod scope;
 pub mod service;
 pub mod store;
 
-pub use body::ResponseBody;
-pub use cache::{CacheStats, CachedStore, CachedStoreBuilder};
-pub use credential::{Credential, CredentialKind, InvalidTokenHash, PresentedToken, TokenHash};
-pub use error::{
-    ConfigError, ErrorEnvelope, Malformed, Messages, Rejection, RejectionKind, RenderRejection,
-    API_ACCESS,
-};
-pub use gate::{Gate, GateBuilder};
-pub use key::ApiKey;
-pub use layer::{EntitlementLayer, PolicyLayer, ScopeLayer};
-pub use metadata::ProtectedResourceMetadata;
-pub use policy::RoutePolicy;
-pub use scope::{Requirement, Scope, ScopeError, ScopeSet};
-pub use service::{Guarded, ResponseFuture};
-#[cfg(feature = "postgres")]
-pub use store::postgres::{
-    ApiKeyRecord, InvalidationListener, NewKey, PgCredentialStore, PgStoreError,
-};
-#[cfg(any(feature = "jwt", feature = "introspection"))]
-pub use store::OAuthConfigError;
-pub use store::{
-    BoxError, ChainStore, CredentialStore, EntitlementSource, LoadError, MemoryStore, StoreError,
-    TokenShape, UsageRecorder,
-};
+// The Quick start's names, also at the root. Each is documented once, in
+// its module.
+#[doc(no_inline)]
+pub use cache::CachedStore;
+#[doc(no_inline)]
+pub use credential::{Credential, CredentialKind};
+#[doc(no_inline)]
+pub use gate::Gate;
+#[doc(no_inline)]
+pub use scope::ScopeSet;
+#[doc(no_inline)]
+pub use store::MemoryStore;
 
 /// The README's Rust examples, compiled as doctests so they stay true (with
 /// all features, as CI runs them: one needs `postgres`).

@@ -3,14 +3,14 @@
 //! Clients that receive a 401 can discover which authorization servers issue
 //! tokens for this API and which scopes it knows by fetching
 //! `/.well-known/oauth-protected-resource`. Point challenges at it with
-//! [`GateBuilder::resource_metadata`](crate::GateBuilder::resource_metadata)
+//! [`GateBuilder::resource_metadata`](crate::gate::GateBuilder::resource_metadata)
 //! and serve it with [`ProtectedResourceMetadata::response`].
 //!
 //! # Example
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use scopegate::ProtectedResourceMetadata;
+//! use scopegate::metadata::ProtectedResourceMetadata;
 //!
 //! let metadata = ProtectedResourceMetadata::new("https://api.example.com")
 //!     .authorization_server("https://auth.example.com")

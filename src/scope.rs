@@ -7,15 +7,16 @@
 //!
 //! A requirement is one scope, all of several, or any of several. Scopes imply
 //! nothing by default: `contacts:write` does not grant `contacts:read` unless
-//! the [`Gate`](crate::Gate) is configured with
-//! [`imply`](crate::GateBuilder::imply).
+//! the [`Gate`](crate::gate::Gate) is configured with
+//! [`imply`](crate::gate::GateBuilder::imply).
 //!
 //! # Example
 //!
 //! ```
-//! use scopegate::{Requirement, ScopeSet};
+//! use scopegate::ScopeSet;
+//! use scopegate::scope::Requirement;
 //!
-//! # fn main() -> Result<(), scopegate::ScopeError> {
+//! # fn main() -> Result<(), scopegate::scope::ScopeError> {
 //! let granted = ScopeSet::parse(["contacts:read", "guides:read"])?;
 //!
 //! assert!(Requirement::scope("contacts:read")?.is_satisfied_by(&granted));
@@ -294,7 +295,7 @@ impl fmt::Debug for ScopeSet {
 ///
 /// Build one with [`Requirement::scope`], [`Requirement::all_of`] or
 /// [`Requirement::any_of`], then hand it to
-/// [`Gate::require`](crate::Gate::require). For an all-of requirement the
+/// [`Gate::require`](crate::gate::Gate::require). For an all-of requirement the
 /// rejection names the first missing scope in declared order; for an any-of
 /// requirement it names the first declared scope.
 ///

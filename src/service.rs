@@ -258,10 +258,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        CachedStore, Credential, CredentialKind, CredentialStore, Gate, MemoryStore,
-        PresentedToken, ScopeSet, StoreError,
-    };
+    use crate::credential::PresentedToken;
+    use crate::store::{CredentialStore, StoreError};
+    use crate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, ScopeSet};
     use async_trait::async_trait;
     use bytes::Bytes;
     use http::StatusCode;
@@ -463,7 +462,7 @@ mod tests {
             assert_eq!(response.headers()["retry-after"], "5");
             assert_eq!(
                 response.extensions().get(),
-                Some(&crate::Rejection::StoreUnavailable)
+                Some(&crate::error::Rejection::StoreUnavailable)
             );
         }
     }

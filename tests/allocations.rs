@@ -15,9 +15,8 @@ use allocation_counter::measure;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
-use scopegate::{
-    CachedStore, Credential, CredentialKind, Gate, MemoryStore, PresentedToken, ScopeSet,
-};
+use scopegate::credential::PresentedToken;
+use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, ScopeSet};
 use tower::{service_fn, Service, ServiceBuilder};
 
 type Req = Request<Full<Bytes>>;

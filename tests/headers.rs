@@ -6,10 +6,11 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use scopegate::{
-    CachedStore, ConfigError, Credential, CredentialKind, Gate, GateBuilder, MemoryStore,
-    ProtectedResourceMetadata, Rejection, RejectionKind, Requirement, ScopeSet,
-};
+use scopegate::error::{ConfigError, Rejection, RejectionKind};
+use scopegate::gate::GateBuilder;
+use scopegate::metadata::ProtectedResourceMetadata;
+use scopegate::scope::Requirement;
+use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, ScopeSet};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
 fn builder() -> GateBuilder {
@@ -185,7 +186,10 @@ async fn a_custom_renderer_replaces_what_it_chooses() {
                 .body(Bytes::from(body))
                 .ok()
         })
-        .messages(scopegate::Messages::default().with_insufficient_scope(|s| format!("Needs {s}.")))
+        .messages(
+            scopegate::error::Messages::default()
+                .with_insufficient_scope(|s| format!("Needs {s}.")),
+        )
         .build()
         .unwrap();
     let (response, body) = call(&gate, scope("contacts:write"), Some("reader"), false).await;

@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use scopegate::store::introspection::IntrospectionStore;
-use scopegate::{CachedStore, CredentialKind, CredentialStore, PresentedToken, ScopeSet};
+use scopegate::credential::PresentedToken;
+use scopegate::store::oauth::introspection::IntrospectionStore;
+use scopegate::store::CredentialStore;
+use scopegate::{CachedStore, CredentialKind, ScopeSet};
 use serde_json::{json, Value};
 
 const AUDIENCE: &str = "https://api.test";

@@ -12,9 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use scopegate::store::jwt::{JwsAlgorithm, JwtStore, JwtStoreBuilder};
+use scopegate::credential::PresentedToken;
+use scopegate::store::oauth::jwt::{JwsAlgorithm, JwtStore, JwtStoreBuilder};
 use scopegate::store::EntitlementSource;
-use scopegate::{Credential, CredentialStore, PresentedToken, ScopeSet, StoreError};
+use scopegate::store::{CredentialStore, StoreError};
+use scopegate::{Credential, ScopeSet};
 use serde_json::{json, Value};
 
 const ISSUER: &str = "https://auth.test";

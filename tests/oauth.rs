@@ -24,9 +24,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use common::{serve, Server};
 use http::Method;
-use scopegate::store::introspection::IntrospectionStore;
-use scopegate::store::jwt::JwtStore;
-use scopegate::{CachedStore, ChainStore, CredentialKind, CredentialStore, Gate, PresentedToken};
+use scopegate::credential::PresentedToken;
+use scopegate::store::oauth::introspection::IntrospectionStore;
+use scopegate::store::oauth::jwt::JwtStore;
+use scopegate::store::{ChainStore, CredentialStore};
+use scopegate::{CachedStore, CredentialKind, Gate};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -331,8 +333,8 @@ async fn client_credentials_jwts_are_held_to_scopes_and_plans_next_to_api_keys()
         .client_credentials("crm-sync", "contacts:read guides:read", API)
         .await;
     assert_eq!(
-        scopegate::TokenShape::of(&read, "ohk_"),
-        scopegate::TokenShape::Jwt
+        scopegate::store::TokenShape::of(&read, "ohk_"),
+        scopegate::store::TokenShape::Jwt
     );
 
     let reply = server.get(CONTACTS, &read).await;
@@ -585,8 +587,8 @@ async fn opaque_tokens_are_introspected_and_revocation_is_seen_within_the_window
         .client_credentials("crm-sync", "contacts:read", API_OPAQUE)
         .await;
     assert_eq!(
-        scopegate::TokenShape::of(&token, "ohk_"),
-        scopegate::TokenShape::Opaque
+        scopegate::store::TokenShape::of(&token, "ohk_"),
+        scopegate::store::TokenShape::Opaque
     );
     assert_eq!(server.get(CONTACTS, &token).await.status, 200);
     let reply = server.call(Method::POST, CONTACTS, &token, "{}").await;

@@ -17,7 +17,9 @@ use axum::routing::get;
 use axum::Router;
 use common::{serve, Server};
 use http::{Method, StatusCode};
-use scopegate::{CachedStore, Credential, CredentialStore, Gate, PresentedToken, StoreError};
+use scopegate::credential::PresentedToken;
+use scopegate::store::{CredentialStore, StoreError};
+use scopegate::{CachedStore, Credential, Gate};
 
 const ALL: &str = "ohk_demo_all_scopes";
 const READ: &str = "ohk_demo_contacts_read";
@@ -248,7 +250,7 @@ async fn key_lifecycle_create_use_revoke_then_401() {
         .body
         .ends_with(r#","name":"CRM sync","scopes":["contacts:read","guides:read"]}"#));
     assert!(
-        scopegate::ApiKey::is_well_formed(token.as_bytes()),
+        scopegate::key::ApiKey::is_well_formed(token.as_bytes()),
         "ohk_ format with checksum: {token}"
     );
 

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use scopegate::{
-    CachedStore, ConfigError, Credential, CredentialKind, Gate, MemoryStore, Rejection,
-    Requirement, RoutePolicy, ScopeSet,
-};
+use scopegate::error::{ConfigError, Rejection};
+use scopegate::policy::RoutePolicy;
+use scopegate::scope::Requirement;
+use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, ScopeSet};
 use tower::{service_fn, Layer, ServiceExt};
 
 fn gate() -> Gate {

@@ -17,10 +17,11 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
-use scopegate::{
-    ApiKey, CachedStore, CredentialStore, EntitlementSource, Gate, PgCredentialStore, PgStoreError,
-    PresentedToken, TokenHash,
-};
+use scopegate::credential::{PresentedToken, TokenHash};
+use scopegate::key::ApiKey;
+use scopegate::store::postgres::{PgCredentialStore, PgStoreError};
+use scopegate::store::{CredentialStore, EntitlementSource};
+use scopegate::{CachedStore, Gate};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
@@ -84,7 +85,7 @@ impl TestDb {
 }
 
 /// A key of `ws_acme` with `contacts:read`.
-async fn reader_key(store: &PgCredentialStore, name: &str) -> scopegate::NewKey {
+async fn reader_key(store: &PgCredentialStore, name: &str) -> scopegate::store::postgres::NewKey {
     store
         .create_key("ws_acme", name, &["contacts:read"], None)
         .await
@@ -313,7 +314,7 @@ async fn malformed_keys_are_refused_before_any_lookup() {
 struct Instance {
     cache: CachedStore<PgCredentialStore>,
     /// `None`: no push invalidation.
-    listener: Option<scopegate::InvalidationListener>,
+    listener: Option<scopegate::store::postgres::InvalidationListener>,
     gate: Gate,
 }
 

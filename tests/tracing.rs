@@ -11,10 +11,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use scopegate::{
-    CachedStore, Credential, CredentialKind, CredentialStore, Gate, MemoryStore, PresentedToken,
-    ScopeSet, StoreError, TokenHash,
-};
+use scopegate::credential::{PresentedToken, TokenHash};
+use scopegate::store::{CredentialStore, StoreError};
+use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, ScopeSet};
 use tower::{service_fn, ServiceBuilder, ServiceExt};
 
 const READER: &str = "ohk_tracing_secret_reader_0123456789";
@@ -190,8 +189,8 @@ async fn rejections_are_traced_without_secrets() {
 #[tokio::test]
 async fn jwt_refusals_are_traced_without_any_part_of_the_token() {
     use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    use scopegate::store::jwt::JwtStore;
-    use scopegate::ChainStore;
+    use scopegate::store::oauth::jwt::JwtStore;
+    use scopegate::store::ChainStore;
 
     let (capture, _guard) = Capture::install();
 

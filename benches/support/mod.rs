@@ -85,7 +85,7 @@ pub fn warm(rt: &tokio::runtime::Runtime, cache: &CachedStore<MemoryStore>, toke
     rt.block_on(async {
         for token in tokens {
             cache
-                .resolve(&scopegate::PresentedToken::new(token))
+                .resolve(&scopegate::credential::PresentedToken::new(token))
                 .await
                 .expect("store")
                 .expect("credential");

@@ -25,7 +25,10 @@ use std::sync::{Mutex, PoisonError};
 
 use pb::contacts_server::{Contacts, ContactsServer};
 use pb::{Contact, CreateContactRequest, ListContactsRequest, ListContactsResponse};
-use scopegate::{CachedStore, ConfigError, Gate, PolicyLayer, RoutePolicy};
+use scopegate::error::ConfigError;
+use scopegate::layer::PolicyLayer;
+use scopegate::policy::RoutePolicy;
+use scopegate::{CachedStore, Gate};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;

@@ -14,11 +14,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use scopegate::credential::TokenHash;
+use scopegate::error::ConfigError;
+use scopegate::key::ApiKey;
+use scopegate::layer::ScopeLayer;
 #[cfg(feature = "postgres")]
-use scopegate::PgCredentialStore;
-use scopegate::{
-    ApiKey, CachedStore, ChainStore, ConfigError, Gate, MemoryStore, ScopeLayer, TokenHash,
-};
+use scopegate::store::postgres::PgCredentialStore;
+use scopegate::store::ChainStore;
+use scopegate::{CachedStore, Gate, MemoryStore};
 use serde_json::{json, Map, Value};
 
 use crate::demo::{credential, DEMO_KEYS, SCOPES, WORKSPACE};
@@ -43,7 +46,7 @@ enum Keys {
     Postgres {
         store: PgCredentialStore,
         cache: CachedStore<ChainStore>,
-        _listener: Arc<scopegate::InvalidationListener>,
+        _listener: Arc<scopegate::store::postgres::InvalidationListener>,
     },
 }
 
@@ -110,10 +113,10 @@ impl OAuth {
     /// `IntrospectionStore`; both read plans from `plans`.
     fn chain(
         &self,
-        keys: impl scopegate::CredentialStore + 'static,
-        plans: impl scopegate::EntitlementSource + 'static,
-    ) -> Result<ChainStore, scopegate::OAuthConfigError> {
-        use scopegate::store::{introspection::IntrospectionStore, jwt::JwtStore};
+        keys: impl scopegate::store::CredentialStore + 'static,
+        plans: impl scopegate::store::EntitlementSource + 'static,
+    ) -> Result<ChainStore, scopegate::store::oauth::OAuthConfigError> {
+        use scopegate::store::oauth::{introspection::IntrospectionStore, jwt::JwtStore};
         let plans = Arc::new(plans);
         let jwt = JwtStore::builder(&self.issuer, &self.audience)
             .jwks_uri(&self.jwks_uri)
@@ -182,7 +185,7 @@ impl App {
             .iter()
             .map(|demo| {
                 let plan = if demo.api_access {
-                    vec![scopegate::API_ACCESS.to_owned()]
+                    vec![scopegate::error::API_ACCESS.to_owned()]
                 } else {
                     vec![]
                 };
@@ -256,7 +259,7 @@ impl App {
             #[cfg(feature = "postgres")]
             Keys::Postgres { cache, .. } => Gate::builder(cache.clone()),
         };
-        builder.entitlement(scopegate::API_ACCESS).build()
+        builder.entitlement(scopegate::error::API_ACCESS).build()
     }
 
     /// The full router: `/api/v1/…` behind scopegate, `/developer/keys`
@@ -347,7 +350,7 @@ type Plans = std::collections::HashMap<String, Vec<String>>;
 
 /// A bad OAuth setting (never, without the OAuth features).
 #[cfg(all(feature = "jwt", feature = "introspection"))]
-pub type OAuthError = scopegate::OAuthConfigError;
+pub type OAuthError = scopegate::store::oauth::OAuthConfigError;
 /// A bad OAuth setting (never, without the OAuth features).
 #[cfg(not(all(feature = "jwt", feature = "introspection")))]
 pub type OAuthError = std::convert::Infallible;
@@ -356,8 +359,8 @@ pub type OAuthError = std::convert::Infallible;
 /// configured, with workspaces' plans from `plans`.
 #[allow(unused_variables)]
 fn chain(
-    keys: impl scopegate::CredentialStore + 'static,
-    plans: impl scopegate::EntitlementSource + 'static,
+    keys: impl scopegate::store::CredentialStore + 'static,
+    plans: impl scopegate::store::EntitlementSource + 'static,
     oauth: Option<&OAuth>,
 ) -> Result<ChainStore, OAuthError> {
     match oauth {

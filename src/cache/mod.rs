@@ -5,7 +5,8 @@
 //! ```
 //! use std::time::Duration;
 //! use scopegate::cache::CachedStore;
-//! use scopegate::{Credential, CredentialKind, MemoryStore, PresentedToken};
+//! use scopegate::{Credential, CredentialKind, MemoryStore};
+//! use scopegate::credential::PresentedToken;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), scopegate::store::StoreError> {

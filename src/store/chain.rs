@@ -27,7 +27,7 @@ impl TokenShape {
     /// The shape of `token`, given the API-key prefix in use.
     ///
     /// ```
-    /// use scopegate::TokenShape;
+    /// use scopegate::store::TokenShape;
     ///
     /// assert_eq!(TokenShape::of("ohk_0123", "ohk_"), TokenShape::ApiKey);
     /// assert_eq!(TokenShape::of("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln", "ohk_"), TokenShape::Jwt);
@@ -64,19 +64,18 @@ impl TokenShape {
 ///
 /// A shape with no store resolves to "not found" (401), without a call.
 ///
-/// [`JwtStore`]: crate::store::jwt::JwtStore
-/// [`IntrospectionStore`]: crate::store::introspection::IntrospectionStore
+/// [`JwtStore`]: crate::store::oauth::jwt::JwtStore
+/// [`IntrospectionStore`]: crate::store::oauth::introspection::IntrospectionStore
 ///
 /// # Example
 ///
 /// ```
-/// use scopegate::{
-///     CachedStore, ChainStore, Credential, CredentialKind, CredentialStore, Gate, MemoryStore,
-///     PresentedToken,
-/// };
+/// use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore};
+/// use scopegate::credential::PresentedToken;
+/// use scopegate::store::{ChainStore, CredentialStore};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), scopegate::StoreError> {
+/// # async fn main() -> Result<(), scopegate::store::StoreError> {
 /// let keys = MemoryStore::new();
 /// keys.insert_token("ohk_demo", Credential::new("key_1", "ws_acme", CredentialKind::ApiKey));
 /// // With features `jwt` and `introspection`: `.jwt(jwt_store).opaque(introspection_store)`.

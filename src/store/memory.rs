@@ -16,17 +16,17 @@ use crate::scope::{ScopeError, ScopeSet};
 /// An in-process credential store keyed by token hash.
 ///
 /// Cloning is cheap and every clone sees the same credentials, so an
-/// application can keep one clone to manage keys while a [`Gate`](crate::Gate)
+/// application can keep one clone to manage keys while a [`Gate`](crate::gate::Gate)
 /// reads through another. Changes here are not pushed into a cache: after a
 /// revocation, call the matching `invalidate_*` method of the gate's
-/// [`CachedStore`](crate::CachedStore), or wait for its `time_to_live`.
+/// [`CachedStore`](crate::cache::CachedStore), or wait for its `time_to_live`.
 ///
 /// # Example
 ///
 /// ```
-/// use scopegate::{
-///     Credential, CredentialKind, CredentialStore, MemoryStore, PresentedToken, ScopeSet, TokenHash,
-/// };
+/// use scopegate::{Credential, CredentialKind, MemoryStore, ScopeSet};
+/// use scopegate::credential::{PresentedToken, TokenHash};
+/// use scopegate::store::CredentialStore;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {

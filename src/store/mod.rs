@@ -18,9 +18,9 @@
 //!
 //! ```
 //! use async_trait::async_trait;
-//! use scopegate::{
-//!     Credential, CredentialKind, CredentialStore, PresentedToken, ScopeSet, StoreError, TokenHash,
-//! };
+//! use scopegate::{Credential, CredentialKind, ScopeSet};
+//! use scopegate::credential::{PresentedToken, TokenHash};
+//! use scopegate::store::{CredentialStore, StoreError};
 //!
 //! struct OneKey {
 //!     hash: TokenHash,
@@ -59,15 +59,10 @@ use async_trait::async_trait;
 use crate::credential::{Credential, PresentedToken};
 
 mod chain;
-#[cfg(feature = "introspection")]
-#[cfg_attr(docsrs, doc(cfg(feature = "introspection")))]
-pub mod introspection;
-#[cfg(feature = "jwt")]
-#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
-pub mod jwt;
 mod memory;
 #[cfg(any(feature = "jwt", feature = "introspection"))]
-mod oauth;
+#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "introspection"))))]
+pub mod oauth;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
@@ -76,10 +71,6 @@ pub mod postgres;
 pub use chain::{ChainStore, TokenShape};
 #[doc(inline)]
 pub use memory::{LoadError, MemoryStore};
-#[cfg(any(feature = "jwt", feature = "introspection"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "jwt", feature = "introspection"))))]
-#[doc(inline)]
-pub use oauth::OAuthConfigError;
 
 /// `Box<dyn Error + Send + Sync>`, as in tower.
 pub type BoxError = Box<dyn Error + Send + Sync>;
@@ -131,15 +122,15 @@ impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
 /// sources, and (feature `postgres`) for `PgCredentialStore`, which reads the
 /// account's plan.
 ///
-/// [`JwtStore`]: crate::store::jwt::JwtStore
-/// [`IntrospectionStore`]: crate::store::introspection::IntrospectionStore
+/// [`JwtStore`]: crate::store::oauth::jwt::JwtStore
+/// [`IntrospectionStore`]: crate::store::oauth::introspection::IntrospectionStore
 ///
 /// ```
 /// use std::collections::HashMap;
 /// use scopegate::store::EntitlementSource;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), scopegate::StoreError> {
+/// # async fn main() -> Result<(), scopegate::store::StoreError> {
 /// let plans = HashMap::from([("ws_acme".to_owned(), vec!["api-access".to_owned()])]);
 /// assert_eq!(plans.entitlements("ws_acme").await?, ["api-access"]);
 /// assert!(plans.entitlements("ws_unknown").await?.is_empty());

@@ -6,10 +6,11 @@
 //! ```
 //! use std::collections::HashMap;
 //! use std::time::Duration;
-//! use scopegate::store::introspection::IntrospectionStore;
-//! use scopegate::{CachedStore, ChainStore, Gate};
+//! use scopegate::store::oauth::introspection::IntrospectionStore;
+//! use scopegate::{CachedStore, Gate};
+//! use scopegate::store::ChainStore;
 //!
-//! # fn main() -> Result<(), scopegate::OAuthConfigError> {
+//! # fn main() -> Result<(), scopegate::store::oauth::OAuthConfigError> {
 //! let plans = HashMap::from([("ws_acme".to_owned(), vec!["api-access".to_owned()])]);
 //! let introspection = IntrospectionStore::builder(
 //!     "https://auth.onboardinghub.test/token/introspection",
@@ -47,7 +48,7 @@
 //! token revoked at the authorization server is therefore refused by this API
 //! within `max_cache_age` at the latest: that is the price of not calling the
 //! server on every request. Lower it to narrow the window; call
-//! [`CachedStore::invalidate`](crate::CachedStore::invalidate) to close it at
+//! [`CachedStore::invalidate`](crate::cache::CachedStore::invalidate) to close it at
 //! once when you learn of a revocation.
 
 use std::fmt;
@@ -57,9 +58,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::oauth::{self, Grant, OAuthConfigError};
-use super::{CredentialStore, EntitlementSource, StoreError};
+use super::{Grant, OAuthConfigError};
 use crate::credential::{Credential, PresentedToken};
+use crate::store::{CredentialStore, EntitlementSource, StoreError};
 
 const DEFAULT_MAX_CACHE_AGE: Duration = Duration::from_secs(60);
 
@@ -93,7 +94,7 @@ impl IntrospectionStore {
             client_credentials: None,
             account_field: "sub".into(),
             max_cache_age: DEFAULT_MAX_CACHE_AGE,
-            timeout: oauth::DEFAULT_HTTP_TIMEOUT,
+            timeout: super::DEFAULT_HTTP_TIMEOUT,
             entitlements: None,
             client: None,
         }
@@ -110,7 +111,7 @@ impl IntrospectionStore {
                 ("token", token.secret()),
                 ("token_type_hint", "access_token"),
             ]);
-        let answer = oauth::fetch_json(request).await?;
+        let answer = super::fetch_json(request).await?;
         let Some(fields) = answer.as_object() else {
             return Err(StoreError::new("introspection answer is not a JSON object"));
         };
@@ -127,7 +128,7 @@ impl IntrospectionStore {
             .is_none_or(|t| t.as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")));
         let live = fields
             .get("exp")
-            .is_none_or(|exp| exp.as_u64().is_some_and(|exp| exp > oauth::now_secs()));
+            .is_none_or(|exp| exp.as_u64().is_some_and(|exp| exp > super::now_secs()));
         if !(audience_ok && bearer && live) {
             return Ok(None);
         }
@@ -230,7 +231,7 @@ impl IntrospectionStoreBuilder {
     /// [`OAuthConfigError`] when the endpoint is not an http(s) URL, or the
     /// audience, client credentials or entitlement source are missing.
     pub fn build(self) -> Result<IntrospectionStore, OAuthConfigError> {
-        let endpoint = oauth::check_url(&self.endpoint)?;
+        let endpoint = super::check_url(&self.endpoint)?;
         if self.audience.is_empty() {
             return Err(OAuthConfigError::Missing("audience"));
         }
@@ -242,7 +243,7 @@ impl IntrospectionStoreBuilder {
             .ok_or(OAuthConfigError::Missing("entitlements"))?;
         let client = match self.client {
             Some(client) => client,
-            None => oauth::http_client(self.timeout)?,
+            None => super::http_client(self.timeout)?,
         };
         Ok(IntrospectionStore {
             inner: Arc::new(Inner {

@@ -2,7 +2,7 @@
 //! (feature `jwt`).
 //!
 //! [`JwtStore`] checks a token's signature and claims on a cache miss; the
-//! [`CachedStore`](crate::CachedStore) in front keeps the credential, keyed by
+//! [`CachedStore`](crate::cache::CachedStore) in front keeps the credential, keyed by
 //! the token's hash and never past its `exp`, so later requests skip the
 //! signature check.
 //!
@@ -11,8 +11,10 @@
 //! ```
 //! use std::collections::HashMap;
 //! use std::time::Duration;
-//! use scopegate::store::jwt::{JwsAlgorithm, JwtStore};
-//! use scopegate::{CachedStore, ChainStore, CredentialStore, Gate, PresentedToken};
+//! use scopegate::store::oauth::jwt::{JwsAlgorithm, JwtStore};
+//! use scopegate::{CachedStore, Gate};
+//! use scopegate::credential::PresentedToken;
+//! use scopegate::store::{ChainStore, CredentialStore};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -72,9 +74,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
-use super::oauth::{self, Grant, OAuthConfigError};
-use super::{CredentialStore, EntitlementSource, StoreError};
+use super::{Grant, OAuthConfigError};
 use crate::credential::{Credential, PresentedToken};
+use crate::store::{CredentialStore, EntitlementSource, StoreError};
 
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -158,7 +160,7 @@ impl JwtStore {
             account_claim: "sub".into(),
             entitlements: None,
             client: None,
-            timeout: oauth::DEFAULT_HTTP_TIMEOUT,
+            timeout: super::DEFAULT_HTTP_TIMEOUT,
             keys_ttl: DEFAULT_KEYS_TTL,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
         }
@@ -200,7 +202,7 @@ impl JwtStore {
             }
         };
         match claims.get("iat").and_then(Value::as_u64) {
-            Some(iat) if iat <= oauth::now_secs() + inner.leeway => {}
+            Some(iat) if iat <= super::now_secs() + inner.leeway => {}
             _ => return refused("iat missing or in the future"),
         }
         let Some(jti) = claims.get("jti").and_then(Value::as_str) else {
@@ -354,7 +356,7 @@ impl JwtStoreBuilder {
     /// no key source, algorithm or entitlement source was given, the leeway
     /// is over 5 minutes, or a static JWKS has no usable signature key.
     pub fn build(self) -> Result<JwtStore, OAuthConfigError> {
-        oauth::check_url(&self.issuer)?;
+        super::check_url(&self.issuer)?;
         if self.audience.is_empty() {
             return Err(OAuthConfigError::Missing("audience"));
         }
@@ -384,10 +386,10 @@ impl JwtStoreBuilder {
             .collect();
         let (remote, current) = match self.source.ok_or(OAuthConfigError::Missing("jwks_uri"))? {
             Source::Uri(uri) => {
-                let url = oauth::check_url(&uri)?;
+                let url = super::check_url(&uri)?;
                 let client = match self.client {
                     Some(client) => client,
-                    None => oauth::http_client(self.timeout)?,
+                    None => super::http_client(self.timeout)?,
                 };
                 (Some(Remote { url, client }), KeySet::default())
             }
@@ -563,7 +565,7 @@ impl Keys {
             };
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let fetched = oauth::fetch_json(remote.client.get(remote.url.clone()))
+        let fetched = super::fetch_json(remote.client.get(remote.url.clone()))
             .await
             .and_then(|jwks| KeySet::from_jwks(&jwks, latest.generation + 1));
         match fetched {

@@ -1,14 +1,66 @@
-//! What the JWT and introspection stores share: configuration errors, the
-//! HTTP client, and turning a validated grant into a [`Credential`].
+//! OAuth 2.0 access tokens from a third-party authorization server:
+//! [`jwt`] verifies JWT access tokens (RFC 9068) against the issuer's keys
+//! (feature `jwt`), [`introspection`] asks the server about opaque tokens
+//! (RFC 7662; feature `introspection`).
+//!
+//! Both turn a valid token into a [`Credential`] of kind
+//! [`OAuthClient`](crate::credential::CredentialKind::OAuthClient), with the
+//! account's plan from an [`EntitlementSource`], and are refused
+//! with [`OAuthConfigError`] when misconfigured. A
+//! [`ChainStore`](crate::store::ChainStore) serves them beside API keys,
+//! behind one cache and one set of layers.
+//!
+//! # Example
+//!
+//! ```
+//! # #[cfg(all(feature = "jwt", feature = "introspection"))]
+//! # fn main() -> Result<(), scopegate::store::oauth::OAuthConfigError> {
+//! use std::collections::HashMap;
+//! use std::sync::Arc;
+//! use scopegate::store::oauth::introspection::IntrospectionStore;
+//! use scopegate::store::oauth::jwt::{JwsAlgorithm, JwtStore};
+//! use scopegate::store::ChainStore;
+//! use scopegate::{CachedStore, Gate, MemoryStore};
+//!
+//! let plans = Arc::new(HashMap::from([("ws_acme".to_owned(), vec!["api-access".to_owned()])]));
+//! let jwt = JwtStore::builder("https://auth.onboardinghub.test", "https://api.onboardinghub.test")
+//!     .jwks_uri("https://auth.onboardinghub.test/jwks")
+//!     .algorithms([JwsAlgorithm::RS256])
+//!     .entitlements(Arc::clone(&plans))
+//!     .build()?;
+//! let introspection = IntrospectionStore::builder(
+//!     "https://auth.onboardinghub.test/token/introspection",
+//!     "https://api.onboardinghub.test",
+//! )
+//! .client_credentials("onboardinghub-api", "its secret")
+//! .entitlements(plans)
+//! .build()?;
+//!
+//! // API keys, JWTs and opaque tokens, each to its store by the token's shape.
+//! let store = ChainStore::new().api_keys(MemoryStore::new()).jwt(jwt).opaque(introspection);
+//! let gate = Gate::new(CachedStore::new(store));
+//! # let _ = gate;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "jwt", feature = "introspection")))]
+//! # fn main() {}
+//! ```
+
+#[cfg(feature = "introspection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "introspection")))]
+pub mod introspection;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use super::{EntitlementSource, StoreError};
 use crate::credential::{Credential, CredentialKind};
 use crate::scope::{Scope, ScopeSet};
+use crate::store::{EntitlementSource, StoreError};
 
 /// The default timeout of a call to the authorization server.
 pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(5);
