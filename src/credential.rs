@@ -5,9 +5,13 @@
 //! plan entitlements. Stores return credentials; layers put them into request
 //! extensions as `Arc<Credential>` for handlers to read.
 //!
-//! A [`TokenHash`] is the SHA-256 of a presented token. It is the only form in
-//! which scopegate keeps a token: the raw token is hashed at the edge and
-//! dropped.
+//! A [`TokenHash`] is the SHA-256 of a presented token. It is the only form
+//! in which the cache and the stores keep a token; the raw token is never
+//! stored. (A thread's own copies of recent answers are found by a keyed MAC
+//! of the token instead, which reveals no more; the SHA-256 is taken when
+//! they have no answer.) A store that must see the token itself, to verify
+//! a JWT or ask an authorization server, gets it in a [`PresentedToken`] on
+//! a cache miss, dropped when the store call returns.
 //!
 //! # Example
 //!

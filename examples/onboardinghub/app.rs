@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use scopegate::credential::TokenHash;
-use scopegate::error::ConfigError;
+use scopegate::error::{ConfigError, ErrorEnvelope};
 use scopegate::key::ApiKey;
 use scopegate::layer::ScopeLayer;
 #[cfg(feature = "postgres")]
@@ -265,62 +265,15 @@ impl App {
     /// The full router: `/api/v1/…` behind scopegate, `/developer/keys`
     /// behind the admin token.
     pub fn router(&self) -> Result<Router, ConfigError> {
-        self.build(false)
-    }
-
-    /// [`router`](Self::router) plus `GET /unprotected/api/v1/contacts`: the
-    /// same handler over the same data with no layers, for the end-to-end
-    /// benchmark's baseline (`benches/e2e.sh`); and
-    /// `GET /noop-layer/api/v1/contacts`, the same again behind a
-    /// `route_layer` that does nothing, to tell what axum's route-layer
-    /// plumbing costs apart from what scopegate's layer does. Never for
-    /// production.
-    pub fn router_with_unprotected_twin(&self) -> Result<Router, ConfigError> {
-        self.build(true)
-    }
-
-    fn build(&self, unprotected_twin: bool) -> Result<Router, ConfigError> {
         let gate = self.gate()?;
         let scope = |name: &str| gate.require_scope(name);
         let mut api = Router::new();
-        let mut open = Router::new();
-        for (resource, prefix, label, seed) in [
-            (
-                "contacts",
-                "con",
-                "Contact",
-                json!({"name": "Ada Lovelace", "email": "ada@example.com"}),
-            ),
-            (
-                "organisations",
-                "org",
-                "Organisation",
-                json!({"name": "Acme Ltd"}),
-            ),
-            (
-                "enrollments",
-                "enr",
-                "Enrollment",
-                json!({"contact_id": "con_1", "guide_id": "gui_1"}),
-            ),
-        ] {
-            let collection = Collection::new(prefix, label);
-            if let Value::Object(fields) = seed {
-                collection.insert(fields);
-            }
-            if unprotected_twin && resource == "contacts" {
-                let twin = get(list).with_state(Arc::clone(&collection));
-                open = open.route("/unprotected/api/v1/contacts", twin);
-                let noop = get(list)
-                    .route_layer(tower::layer::util::Identity::new())
-                    .with_state(Arc::clone(&collection));
-                open = open.route("/noop-layer/api/v1/contacts", noop);
-            }
-            let read = scope(&format!("{resource}:read"))?;
-            let write = scope(&format!("{resource}:write"))?;
+        for resource in RESOURCES {
+            let read = scope(&format!("{}:read", resource.name))?;
+            let write = scope(&format!("{}:write", resource.name))?;
             api = api.merge(crud(
-                &format!("/api/v1/{resource}"),
-                collection,
+                &format!("/api/v1/{}", resource.name),
+                resource.collection(),
                 read,
                 write,
             ));
@@ -341,9 +294,49 @@ impl App {
             .route_layer(middleware::from_fn_with_state(self.clone(), require_admin))
             .with_state(self.clone());
 
-        Ok(api.merge(developer).merge(open))
+        Ok(api.merge(developer))
     }
 }
+
+/// A resource with CRUD routes, and the record it starts with.
+struct Resource {
+    name: &'static str,
+    prefix: &'static str,
+    label: &'static str,
+    seed: fn() -> Value,
+}
+
+impl Resource {
+    /// A new collection of this resource, holding its seed record.
+    fn collection(&self) -> Shared {
+        let collection = Collection::new(self.prefix, self.label);
+        if let Value::Object(fields) = (self.seed)() {
+            collection.insert(fields);
+        }
+        collection
+    }
+}
+
+const RESOURCES: [Resource; 3] = [
+    Resource {
+        name: "contacts",
+        prefix: "con",
+        label: "Contact",
+        seed: || json!({"name": "Ada Lovelace", "email": "ada@example.com"}),
+    },
+    Resource {
+        name: "organisations",
+        prefix: "org",
+        label: "Organisation",
+        seed: || json!({"name": "Acme Ltd"}),
+    },
+    Resource {
+        name: "enrollments",
+        prefix: "enr",
+        label: "Enrollment",
+        seed: || json!({"contact_id": "con_1", "guide_id": "gui_1"}),
+    },
+];
 
 /// The demo workspaces' plan entitlements, for OAuth tokens.
 type Plans = std::collections::HashMap<String, Vec<String>>;
@@ -376,26 +369,10 @@ fn to_strings(items: &[impl AsRef<str>]) -> Vec<String> {
     items.iter().map(|s| s.as_ref().to_owned()).collect()
 }
 
-/// A JSON error in the API's error shape, `type` before `message` like
-/// scopegate's own.
+/// A JSON error in scopegate's error shape.
 fn error(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Response {
-    #[derive(serde::Serialize)]
-    struct Envelope {
-        error: Body,
-    }
-    #[derive(serde::Serialize)]
-    struct Body {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        message: String,
-    }
-    let body = Envelope {
-        error: Body {
-            kind,
-            message: message.into(),
-        },
-    };
-    (status, Json(body)).into_response()
+    let message = message.into();
+    (status, Json(ErrorEnvelope::new(kind, &message))).into_response()
 }
 
 // ---------------------------------------------------------------------------
@@ -778,4 +755,28 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn invalid(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+// ---------------------------------------------------------------------------
+// Benchmark tooling (benches/e2e.sh), never for production
+// ---------------------------------------------------------------------------
+
+/// Unprotected twins of `GET /api/v1/contacts` for the end-to-end
+/// benchmark's baseline: the same handler over the same seed data with no
+/// layers at `/unprotected/api/v1/contacts`, and behind a `route_layer` that
+/// does nothing at `/noop-layer/api/v1/contacts`, to tell what axum's
+/// route-layer plumbing costs apart from what scopegate's layer does.
+/// `main.rs` merges them into the router only with `BENCH_UNPROTECTED=1`.
+#[allow(dead_code)] // The tests that include this file serve no benchmark.
+pub fn bench_twins() -> Router {
+    let contacts = RESOURCES[0].collection();
+    let noop = get(list)
+        .route_layer(tower::layer::util::Identity::new())
+        .with_state(Arc::clone(&contacts));
+    Router::new()
+        .route(
+            "/unprotected/api/v1/contacts",
+            get(list).with_state(contacts),
+        )
+        .route("/noop-layer/api/v1/contacts", noop)
 }

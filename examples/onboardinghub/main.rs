@@ -47,16 +47,14 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
         Err(_) => in_memory(&admin_token, oauth.as_ref())?,
     };
-    // BENCH_UNPROTECTED=1 adds an unprotected twin of GET /api/v1/contacts
-    // for benches/e2e.sh's baseline. Off unless asked for.
-    let router = if std::env::var_os("BENCH_UNPROTECTED").is_some_and(|v| v == "1") {
+    let mut router = app.router()?;
+    // Benchmark tooling: benches/e2e.sh's baseline. Off unless asked for.
+    if std::env::var_os("BENCH_UNPROTECTED").is_some_and(|v| v == "1") {
         eprintln!(
             "BENCH_UNPROTECTED=1: serving /unprotected/api/v1/contacts without authentication"
         );
-        app.router_with_unprotected_twin()?
-    } else {
-        app.router()?
-    };
+        router = router.merge(app::bench_twins());
+    }
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
