@@ -89,7 +89,7 @@ impl Guard {
             },
         };
         if let Some(credential) = request.extensions().get::<Arc<Credential>>() {
-            return Decision::Now(self.judge(rule, request, credential, false));
+            return Decision::Now(self.judge(rule, request, credential));
         }
 
         // 2. The token.
@@ -170,36 +170,30 @@ impl Guard {
         let Cached::Found(credential) = answer else {
             return self.refuse(request, &self.core.fixed.invalid_token, None, None);
         };
-        let verdict = self.judge(rule, request, &credential, true);
+        let verdict = self.judge(rule, request, &credential);
         if let Verdict::Allow(_) = verdict {
+            if let Some(usage) = &self.core.usage {
+                usage.record(&credential);
+            }
             request.extensions_mut().insert(credential);
         }
         verdict
     }
 
-    /// Checks `credential` against `rule`; `fresh` when this layer resolved
-    /// it (and so reports its use), not an outer one.
+    /// Checks `credential` against `rule`.
     #[inline]
     fn judge<'a, B>(
         &'a self,
         rule: &'a Rule,
         request: &Request<B>,
-        credential: &Arc<Credential>,
-        fresh: bool,
+        credential: &Credential,
     ) -> Verdict<'a> {
         let headers = self
             .core
             .scope_headers
             .then(|| rule.scope_headers(credential));
         match rule.check(credential) {
-            Ok(()) => {
-                if fresh {
-                    if let Some(usage) = &self.core.usage {
-                        usage.record(credential);
-                    }
-                }
-                Verdict::Allow(headers)
-            }
+            Ok(()) => Verdict::Allow(headers),
             Err(rejection) => self.refuse(request, rejection, Some(credential), headers),
         }
     }
