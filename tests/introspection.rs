@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use scopegate::credential::PresentedToken;
-use scopegate::store::oauth::introspection::IntrospectionStore;
+use scopegate::store::oauth::introspection::{IntrospectionStore, IntrospectionStoreBuilder};
+use scopegate::store::oauth::ScopeClaim;
 use scopegate::store::CredentialStore;
 use scopegate::{CachedStore, CredentialKind, ScopeSet};
 use serde_json::{json, Value};
@@ -50,7 +51,14 @@ async fn endpoint(
 }
 
 async fn setup() -> (Script, IntrospectionStore) {
-    ScopeSet::parse(["contacts:read"]).unwrap(); // as a route would
+    setup_with(|builder| builder).await
+}
+
+/// The scripted endpoint, and a store for it configured by `configure`.
+async fn setup_with(
+    configure: impl FnOnce(IntrospectionStoreBuilder) -> IntrospectionStoreBuilder,
+) -> (Script, IntrospectionStore) {
+    ScopeSet::parse(["contacts:read", "guides:read"]).unwrap(); // as routes would
     let script = Script::default();
     let router = axum::Router::new()
         .route("/introspect", axum::routing::post(endpoint))
@@ -58,7 +66,7 @@ async fn setup() -> (Script, IntrospectionStore) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/introspect", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let store = IntrospectionStore::builder(&url, AUDIENCE)
+    let builder = IntrospectionStore::builder(&url, AUDIENCE)
         .client_credentials("api", "s3cret")
         .account_field("workspace_id")
         .max_cache_age(Duration::from_millis(300))
@@ -66,10 +74,8 @@ async fn setup() -> (Script, IntrospectionStore) {
         .entitlements(HashMap::from([(
             "ws_acme".to_owned(),
             vec!["api-access".to_owned()],
-        )]))
-        .build()
-        .unwrap();
-    (script, store)
+        )]));
+    (script, configure(builder).build().unwrap())
 }
 
 fn now() -> u64 {
@@ -207,4 +213,40 @@ async fn answers_are_cached_for_max_cache_age_at_most() {
         "after the window"
     );
     assert_eq!(script.seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn scopes_audiences_and_the_account_come_from_where_configured() {
+    let (script, store) = setup_with(|builder| {
+        builder
+            .scope_claims([ScopeClaim::Scope, ScopeClaim::Permissions])
+            .audiences([AUDIENCE, "https://api2.test"])
+            .account_field("/ext/workspace")
+    })
+    .await;
+    let resolve = |answer: Value| {
+        script.answer(200, &answer.to_string());
+        let store = store.clone();
+        async move { store.resolve(&PresentedToken::new("opaque")).await.unwrap() }
+    };
+    let mut answer = active();
+    answer["aud"] = json!(["https://other.test", "https://api2.test"]);
+    answer["permissions"] = json!(["guides:read"]);
+    answer["ext"] = json!({"workspace": "ws_acme"});
+    let credential = resolve(answer.clone()).await.unwrap();
+    assert_eq!(credential.account_id(), "ws_acme");
+    assert_eq!(
+        format!("{:?}", credential.scopes()),
+        r#"{"contacts:read", "guides:read"}"#
+    );
+    // A field of the wrong shape, or no account where configured: refused.
+    let mut wrong = answer.clone();
+    wrong["permissions"] = json!("guides:read");
+    assert!(resolve(wrong).await.is_none());
+    let mut no_account = answer.clone();
+    no_account["ext"] = json!({});
+    assert!(resolve(no_account).await.is_none());
+    let mut other = answer;
+    other["aud"] = json!("https://other.test");
+    assert!(resolve(other).await.is_none());
 }

@@ -391,3 +391,252 @@ async fn with_no_key_ever_fetched_lookups_are_store_errors() {
         "backoff, not a fetch per request"
     );
 }
+
+/// The scope names a credential ended up with, sorted.
+fn scope_names(credential: &Credential) -> Vec<String> {
+    let mut names: Vec<String> = credential
+        .scopes()
+        .iter()
+        .map(|s| s.as_str().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn scopes_come_from_each_providers_claim_shape() {
+    use scopegate::store::oauth::ScopeClaim;
+    ScopeSet::parse(["contacts:write", "guides:read", "webhooks:manage"]).unwrap();
+    let rsa = rs256("rsa");
+    // (where the scopes are, the claims that put them there)
+    let shapes: Vec<(Vec<ScopeClaim>, Value)> = vec![
+        (
+            vec![ScopeClaim::Scp],
+            json!({"scp": ["contacts:read", "guides:read"]}),
+        ),
+        (
+            vec![ScopeClaim::Scp],
+            json!({"scp": "contacts:read guides:read"}),
+        ),
+        (
+            vec![ScopeClaim::Permissions],
+            json!({"permissions": ["contacts:read", "guides:read"]}),
+        ),
+        (
+            vec![ScopeClaim::Roles],
+            json!({"roles": ["contacts:read", "guides:read"]}),
+        ),
+        (
+            vec![ScopeClaim::KeycloakRealmRoles],
+            json!({"realm_access": {"roles": ["contacts:read", "guides:read", "offline_access"]}}),
+        ),
+        (
+            vec![ScopeClaim::KeycloakClientRoles("onboardinghub-api".into())],
+            json!({"resource_access": {"onboardinghub-api": {"roles": ["contacts:read", "guides:read"]},
+                                       "account": {"roles": ["webhooks:manage"]}}}),
+        ),
+        (
+            vec![ScopeClaim::Pointer(
+                "/https:~1~1onboarding-hub.com~1scopes".into(),
+            )],
+            json!({"https://onboarding-hub.com/scopes": ["contacts:read", "guides:read"]}),
+        ),
+        (
+            vec![ScopeClaim::Custom(Arc::new(|claims| {
+                Ok(claims["grants"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect())
+            }))],
+            json!({"grants": "contacts:read,guides:read"}),
+        ),
+        // Several sources, combined.
+        (
+            vec![ScopeClaim::Scope, ScopeClaim::Scp],
+            json!({"scope": "contacts:read", "scp": ["guides:read"]}),
+        ),
+    ];
+    for (sources, extra) in shapes {
+        let store = builder(&[&rsa])
+            .scope_claims(sources.clone())
+            .build()
+            .unwrap();
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("scope");
+        for (name, value) in extra.as_object().unwrap() {
+            c[name] = value.clone();
+        }
+        let credential = verdict(&store, &rsa.sign(&c)).await;
+        let credential = credential.unwrap_or_else(|| panic!("{sources:?} refused {extra}"));
+        assert_eq!(
+            scope_names(&credential),
+            ["contacts:read", "guides:read"],
+            "{sources:?}: {extra}"
+        );
+    }
+    // The default reads `scope` alone.
+    let store = builder(&[&rsa]).build().unwrap();
+    let mut c = claims();
+    c["scp"] = json!(["guides:read"]);
+    assert_eq!(
+        scope_names(&verdict(&store, &rsa.sign(&c)).await.unwrap()),
+        ["contacts:read"]
+    );
+}
+
+#[tokio::test]
+async fn claims_that_cannot_be_read_refuse_the_token() {
+    use scopegate::store::oauth::ScopeClaim;
+    let rsa = rs256("rsa");
+    let store = builder(&[&rsa])
+        .scope_claims([ScopeClaim::Scope, ScopeClaim::Scp, ScopeClaim::Permissions])
+        .build()
+        .unwrap();
+    let refused: [(&str, Value); 6] = [
+        ("scope", json!(["contacts:read"])),
+        ("scp", json!(42)),
+        ("scp", json!(["contacts:read", 1])),
+        ("permissions", json!("contacts:read")),
+        ("workspace_id", json!({"id": "ws_acme"})),
+        ("client_id", json!("")),
+    ];
+    for (claim, value) in refused {
+        let mut c = claims();
+        c[claim] = value.clone();
+        assert!(
+            verdict(&store, &rsa.sign(&c)).await.is_none(),
+            "{claim}: {value}"
+        );
+    }
+    // An account by JSON pointer; missing, it refuses.
+    let nested = builder(&[&rsa])
+        .account_claim("/app_metadata/workspace")
+        .build()
+        .unwrap();
+    let mut c = claims();
+    c["app_metadata"] = json!({"workspace": "ws_acme"});
+    let credential = verdict(&nested, &rsa.sign(&c)).await.unwrap();
+    assert_eq!(credential.account_id(), "ws_acme");
+    assert!(verdict(&nested, &rsa.sign(&claims())).await.is_none());
+}
+
+#[tokio::test]
+async fn audiences_are_a_list_and_cognito_names_the_client_instead() {
+    let rsa = rs256("rsa");
+    let two = builder(&[&rsa])
+        .audiences([AUDIENCE, "https://api2.test"])
+        .build()
+        .unwrap();
+    for (aud, accepted) in [
+        (json!("https://api2.test"), true),
+        (json!(["https://other.test", "https://api2.test"]), true),
+        (json!(AUDIENCE), true),
+        (json!("https://other.test"), false),
+    ] {
+        let mut c = claims();
+        c["aud"] = aud.clone();
+        assert_eq!(
+            verdict(&two, &rsa.sign(&c)).await.is_some(),
+            accepted,
+            "{aud}"
+        );
+    }
+    // Cognito: no `aud`, the app client in `client_id`.
+    let cognito = builder(&[&rsa])
+        .audiences(["app_1"])
+        .client_id_as_audience(true)
+        .build()
+        .unwrap();
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("aud");
+    assert!(verdict(&cognito, &rsa.sign(&c)).await.is_some());
+    c["client_id"] = json!("app_2");
+    assert!(
+        verdict(&cognito, &rsa.sign(&c)).await.is_none(),
+        "another client"
+    );
+    c["client_id"] = json!("app_1");
+    c["aud"] = json!("https://other.test");
+    assert!(
+        verdict(&cognito, &rsa.sign(&c)).await.is_none(),
+        "an aud that is not ours"
+    );
+    // Without the profile a token without `aud` is refused.
+    let mut c = claims();
+    c.as_object_mut().unwrap().remove("aud");
+    assert!(verdict(&two, &rsa.sign(&c)).await.is_none());
+}
+
+#[tokio::test]
+async fn typ_jwt_and_no_typ_only_when_accepted() {
+    let rsa = rs256("rsa");
+    let with_typ = |typ: Option<&str>| {
+        let mut header = rsa.header();
+        header.typ = typ.map(str::to_owned);
+        rsa.sign_with(header, &claims())
+    };
+    let strict = builder(&[&rsa]).build().unwrap();
+    let lax = builder(&[&rsa]).accept_typ_jwt(true).build().unwrap();
+    for (typ, strict_ok, lax_ok) in [
+        (Some("at+jwt"), true, true),
+        (Some("application/at+jwt"), true, true),
+        (Some("JWT"), false, true),
+        (Some("jwt"), false, true),
+        (None, false, true),
+        (Some("id+jwt"), false, false),
+    ] {
+        assert_eq!(
+            verdict(&strict, &with_typ(typ)).await.is_some(),
+            strict_ok,
+            "{typ:?}"
+        );
+        assert_eq!(
+            verdict(&lax, &with_typ(typ)).await.is_some(),
+            lax_ok,
+            "{typ:?}"
+        );
+    }
+}
+
+/// Through a gate and its cache, as a server runs it: the leeway on `exp`
+/// holds end to end, and ends when it ends.
+#[tokio::test]
+async fn the_exp_leeway_holds_through_the_cache_and_ends_there() {
+    use http::{Request, Response, StatusCode};
+    use scopegate::{CachedStore, Gate};
+    use tower::{service_fn, Layer, ServiceExt};
+
+    let rsa = rs256("rsa");
+    let store = builder(&[&rsa])
+        .leeway(Duration::from_secs(4))
+        .build()
+        .unwrap();
+    let gate = Gate::new(CachedStore::new(store));
+    let service = gate
+        .api_access()
+        .layer(service_fn(|_req: Request<String>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::from("ok")))
+        }));
+    let mut c = claims();
+    let exp = now() - 2; // expired 2 to 3 s ago: within the 4 s leeway
+    c["exp"] = json!(exp);
+    let token = rsa.sign(&c);
+    let send = || {
+        let request = Request::get("/api/v1/contacts")
+            .header("authorization", format!("Bearer {token}"))
+            .body(String::new())
+            .unwrap();
+        service.clone().oneshot(request)
+    };
+    assert_eq!(send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(send().await.unwrap().status(), StatusCode::OK, "cached");
+    // Past `exp` plus the leeway, the cached credential is gone and the
+    // store refuses the token.
+    let until = UNIX_EPOCH + Duration::from_secs(exp + 4) + Duration::from_millis(100);
+    if let Ok(wait) = until.duration_since(SystemTime::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    assert_eq!(send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}

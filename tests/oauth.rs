@@ -38,6 +38,8 @@ const OTHER_API: &str = "https://other.example";
 const CONTACTS: &str = "/api/v1/contacts";
 
 const FORBIDDEN: &str = r#"{"error":{"type":"forbidden","message":"API access is not enabled for this account. Please upgrade your plan."}}"#;
+/// The example's `exp` leeway (`examples/onboardinghub/app.rs`).
+const EXAMPLE_LEEWAY: Duration = Duration::from_secs(5);
 const INVALID_TOKEN: &str = r#"{"error":{"type":"invalid_token","message":"The access token is invalid, expired or revoked."}}"#;
 const INVALID_TOKEN_CHALLENGE: &str = r#"Bearer error="invalid_token""#;
 const UNAVAILABLE: &str = r#"{"error":{"type":"service_unavailable","message":"Authentication is temporarily unavailable. Please retry shortly."}}"#;
@@ -406,8 +408,9 @@ async fn client_credentials_jwts_are_held_to_scopes_and_plans_next_to_api_keys()
         credential.entitlements().collect::<Vec<_>>(),
         ["api-access"]
     );
+    // `exp` plus the default 30 s leeway, which holds end to end.
     let exp = UNIX_EPOCH + Duration::from_secs(claims["exp"].as_u64().unwrap());
-    assert_eq!(credential.expires_at(), Some(exp));
+    assert_eq!(credential.expires_at(), Some(exp + Duration::from_secs(30)));
 }
 
 #[tokio::test]
@@ -503,18 +506,25 @@ async fn forged_expired_and_misdirected_jwts_are_401() {
     }
     assert_eq!(server.get(CONTACTS, &good).await.status, 200);
 
-    // Expired: a 2-second token is refused once its exp has passed, although
-    // it was cached while valid.
+    // Expired: a 2-second token is accepted within the example's 5 s leeway
+    // past its exp (the leeway holds end to end, through the cache), and
+    // refused once the leeway has passed too, although it was cached.
     let short = auth
         .client_credentials("short-lived", "contacts:read", API)
         .await;
     assert_eq!(server.get(CONTACTS, &short).await.status, 200);
     let (_, short_claims, _) = split(&short);
     let exp = UNIX_EPOCH + Duration::from_secs(short_claims["exp"].as_u64().unwrap());
-    tokio::time::sleep(
-        exp.duration_since(SystemTime::now()).unwrap_or_default() + Duration::from_millis(100),
-    )
-    .await;
+    let sleep_until = |at: SystemTime| {
+        tokio::time::sleep(at.duration_since(SystemTime::now()).unwrap_or_default())
+    };
+    sleep_until(exp + Duration::from_millis(1500)).await;
+    assert_eq!(
+        server.get(CONTACTS, &short).await.status,
+        200,
+        "1.5 s past exp, within the leeway"
+    );
+    sleep_until(exp + EXAMPLE_LEEWAY + Duration::from_millis(100)).await;
     assert_invalid_token(&server.get(CONTACTS, &short).await, "expired");
 }
 

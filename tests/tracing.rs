@@ -217,7 +217,7 @@ async fn jwt_refusals_are_traced_without_any_part_of_the_token() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let sign = |kid: &str, aud: &str| {
+    let sign_for = |kid: &str, aud: &str, workspace: serde_json::Value| {
         let header = Header {
             typ: Some("at+jwt".into()),
             kid: Some(kid.into()),
@@ -226,17 +226,20 @@ async fn jwt_refusals_are_traced_without_any_part_of_the_token() {
         let claims = serde_json::json!({
             "iss": "https://auth.test", "aud": aud, "sub": "u", "client_id": "app",
             "jti": "j", "iat": now, "exp": now + 600, "scope": "contacts:write",
-            "workspace_id": "ws_acme",
+            "workspace_id": workspace,
         });
         jsonwebtoken::encode(&header, &claims, &key).unwrap()
     };
+    let sign = |kid: &str, aud: &str| sign_for(kid, aud, "ws_acme".into());
     let good = sign("k1", "https://api.test");
+    let numeric_workspace = sign_for("k1", "https://api.test", 7.into());
     let wrong_audience = sign("k1", "https://other.test");
     let unknown_kid = sign("k2", "https://api.test");
     for (token, want) in [
         (&good, StatusCode::OK),
         (&wrong_audience, StatusCode::UNAUTHORIZED),
         (&unknown_kid, StatusCode::UNAUTHORIZED),
+        (&numeric_workspace, StatusCode::UNAUTHORIZED),
     ] {
         let authorization = format!("Bearer {token}");
         assert_eq!(
@@ -251,7 +254,12 @@ async fn jwt_refusals_are_traced_without_any_part_of_the_token() {
         "{output}"
     );
     assert!(output.contains(r#"reason="no key for kid""#), "{output}");
-    for token in [&good, &wrong_audience, &unknown_kid] {
+    // A claim that cannot be read is named.
+    assert!(
+        output.contains(r#"claim="workspace_id""#) && output.contains("not a non-empty string"),
+        "{output}"
+    );
+    for token in [&good, &wrong_audience, &unknown_kid, &numeric_workspace] {
         for part in token.split('.') {
             assert!(!output.contains(part), "a part of a token leaked: {part}");
         }

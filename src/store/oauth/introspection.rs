@@ -36,7 +36,10 @@
 //! `"active": true`, its `aud` contains this API's audience (which also keeps
 //! out refresh tokens and tokens for other APIs), its `token_type`, if given,
 //! is `Bearer`, its `exp`, if given, is in the future, and it names a
-//! `client_id` and the account. `active: false` and everything else is "not
+//! `client_id` and the [account](IntrospectionStoreBuilder::account_field).
+//! The scopes come from the
+//! [`scope_claims`](IntrospectionStoreBuilder::scope_claims) (default
+//! `scope`). `active: false` and everything else is "not
 //! found": 401 `invalid_token`. An error status, a malformed answer or a
 //! timeout is a store error: 503, never a grant.
 //!
@@ -58,7 +61,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Grant, OAuthConfigError};
+use super::{ClaimMap, Grant, OAuthConfigError, ScopeClaim};
 use crate::credential::{Credential, PresentedToken};
 use crate::store::{CredentialStore, EntitlementSource, StoreError};
 
@@ -75,10 +78,10 @@ pub struct IntrospectionStore {
 
 struct Inner {
     endpoint: reqwest::Url,
-    audience: String,
+    audiences: Vec<String>,
     client_id: String,
     client_secret: String,
-    account_field: Box<str>,
+    claims: ClaimMap,
     max_cache_age: Duration,
     entitlements: Arc<dyn EntitlementSource>,
     client: reqwest::Client,
@@ -90,9 +93,9 @@ impl IntrospectionStore {
     pub fn builder(endpoint: &str, audience: &str) -> IntrospectionStoreBuilder {
         IntrospectionStoreBuilder {
             endpoint: endpoint.to_owned(),
-            audience: audience.to_owned(),
+            audiences: vec![audience.to_owned()],
             client_credentials: None,
-            account_field: "sub".into(),
+            claims: ClaimMap::new("sub"),
             max_cache_age: DEFAULT_MAX_CACHE_AGE,
             timeout: super::DEFAULT_HTTP_TIMEOUT,
             entitlements: None,
@@ -118,10 +121,14 @@ impl IntrospectionStore {
         if fields.get("active") != Some(&Value::Bool(true)) {
             return Ok(None);
         }
+        let accepted = |aud: &Value| {
+            aud.as_str()
+                .is_some_and(|aud| inner.audiences.iter().any(|a| a == aud))
+        };
         let audience_ok = match fields.get("aud") {
-            Some(Value::String(aud)) => *aud == inner.audience,
-            Some(Value::Array(auds)) => auds.iter().any(|a| a.as_str() == Some(&inner.audience)),
-            _ => false,
+            Some(Value::Array(auds)) => auds.iter().any(accepted),
+            Some(aud) => accepted(aud),
+            None => false,
         };
         let bearer = fields
             .get("token_type")
@@ -142,8 +149,13 @@ impl IntrospectionStore {
                 format!("introspected_{a:02x}{b:02x}{c:02x}{d:02x}")
             }
         };
-        let Some(grant) = Grant::from_claims(id, fields, &inner.account_field) else {
-            return Ok(None);
+        let grant = match Grant::from_claims(id, fields, &inner.claims) {
+            Ok(grant) => grant,
+            Err(_error) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(target: "scopegate::introspection", reason = "claim", claim = _error.claim(), problem = %_error, "token refused");
+                return Ok(None);
+            }
         };
         let credential = grant.into_credential(&*inner.entitlements).await?;
         Ok(Some(credential.with_max_cache_age(inner.max_cache_age)))
@@ -161,7 +173,7 @@ impl fmt::Debug for IntrospectionStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntrospectionStore")
             .field("endpoint", &self.inner.endpoint.as_str())
-            .field("audience", &self.inner.audience)
+            .field("audiences", &self.inner.audiences)
             .field("client_id", &self.inner.client_id)
             .field("max_cache_age", &self.inner.max_cache_age)
             .finish_non_exhaustive()
@@ -173,9 +185,9 @@ impl fmt::Debug for IntrospectionStore {
 #[must_use]
 pub struct IntrospectionStoreBuilder {
     endpoint: String,
-    audience: String,
+    audiences: Vec<String>,
     client_credentials: Option<(String, String)>,
-    account_field: Box<str>,
+    claims: ClaimMap,
     max_cache_age: Duration,
     timeout: Duration,
     entitlements: Option<Arc<dyn EntitlementSource>>,
@@ -190,9 +202,33 @@ impl IntrospectionStoreBuilder {
         self
     }
 
-    /// The response field that names the account (default `sub`).
+    /// The response field that names the account (default `sub`): a field
+    /// name, or a JSON pointer when it starts with `/`. It must be a
+    /// non-empty string; otherwise the token is refused.
     pub fn account_field(mut self, field: &str) -> Self {
-        self.account_field = field.into();
+        self.claims.account = field.into();
+        self
+    }
+
+    /// Where the scopes come from (default: [`ScopeClaim::Scope`], RFC
+    /// 7662's space-separated `scope`). Several sources are combined.
+    pub fn scope_claims(mut self, sources: impl IntoIterator<Item = ScopeClaim>) -> Self {
+        self.claims.scopes = sources.into_iter().collect();
+        self
+    }
+
+    /// The audiences to accept, replacing the one given to
+    /// [`IntrospectionStore::builder`]: the answer's `aud` (a string or an
+    /// array) must hold at least one.
+    pub fn audiences<I>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.audiences = audiences
+            .into_iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect();
         self
     }
 
@@ -232,7 +268,7 @@ impl IntrospectionStoreBuilder {
     /// audience, client credentials or entitlement source are missing.
     pub fn build(self) -> Result<IntrospectionStore, OAuthConfigError> {
         let endpoint = super::check_url(&self.endpoint)?;
-        if self.audience.is_empty() {
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
             return Err(OAuthConfigError::Missing("audience"));
         }
         let (client_id, client_secret) = self
@@ -248,10 +284,10 @@ impl IntrospectionStoreBuilder {
         Ok(IntrospectionStore {
             inner: Arc::new(Inner {
                 endpoint,
-                audience: self.audience,
+                audiences: self.audiences,
                 client_id,
                 client_secret,
-                account_field: self.account_field,
+                claims: self.claims,
                 max_cache_age: self.max_cache_age,
                 entitlements,
                 client,
@@ -264,7 +300,7 @@ impl fmt::Debug for IntrospectionStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntrospectionStoreBuilder")
             .field("endpoint", &self.endpoint)
-            .field("audience", &self.audience)
+            .field("audiences", &self.audiences)
             .finish_non_exhaustive()
     }
 }

@@ -39,16 +39,24 @@
 //! # What is checked
 //!
 //! - the header: `typ` is `at+jwt` (or `application/at+jwt`; configurable
-//!   with [`typ`](JwtStoreBuilder::typ)), `alg` is one of the
+//!   with [`typ`](JwtStoreBuilder::typ), and
+//!   [`accept_typ_jwt`](JwtStoreBuilder::accept_typ_jwt) for issuers that
+//!   send `JWT` or none), `alg` is one of the
 //!   [`algorithms`](JwtStoreBuilder::algorithms) allowed (asymmetric only:
 //!   `none` and the HMAC algorithms cannot be named), and the key is one of the
 //!   JWKS's signature keys for that algorithm;
 //! - the signature;
-//! - the claims RFC 9068 requires: `iss` equal to the issuer, `aud` containing
-//!   the audience, `exp` and `nbf` (with the leeway), `iat` not in the future,
-//!   `sub`, `client_id` and `jti`; and the account claim.
+//! - the claims RFC 9068 requires: `iss` equal to the issuer, `aud` holding
+//!   one of the [`audiences`](JwtStoreBuilder::audiences), `exp` and `nbf`
+//!   (with the leeway), `iat` not in the future, `sub`, `client_id` and
+//!   `jti`; and the [account claim](JwtStoreBuilder::account_claim).
 //!
 //! Anything else is "not found": the client gets 401 `invalid_token`.
+//!
+//! The scopes come from the [`scope_claims`](JwtStoreBuilder::scope_claims)
+//! (default `scope`; see [`ScopeClaim`] for each provider's shape). The
+//! leeway holds end to end: the credential expires, in the cache too, at
+//! `exp` plus the leeway.
 //!
 //! # Keys
 //!
@@ -74,7 +82,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
-use super::{Grant, OAuthConfigError};
+use super::{ClaimError, ClaimMap, Grant, OAuthConfigError, ScopeClaim};
 use crate::credential::{Credential, PresentedToken};
 use crate::store::{CredentialStore, EntitlementSource, StoreError};
 
@@ -137,11 +145,16 @@ pub struct JwtStore {
 
 struct Inner {
     typ: Box<str>,
+    /// Whether `typ: JWT`, or no `typ`, is accepted too.
+    typ_jwt: bool,
     /// One validation per allowed algorithm: issuer, audience, leeway, and
     /// the required claims are set once.
     validations: Vec<(Algorithm, Validation)>,
+    /// `Some`: the audiences are matched against `client_id` when the token
+    /// has no `aud` (jsonwebtoken then does not check `aud`).
+    client_id_audiences: Option<Vec<String>>,
     leeway: u64,
-    account_claim: Box<str>,
+    claims: ClaimMap,
     entitlements: Arc<dyn EntitlementSource>,
     keys: Keys,
 }
@@ -152,12 +165,14 @@ impl JwtStore {
     pub fn builder(issuer: &str, audience: &str) -> JwtStoreBuilder {
         JwtStoreBuilder {
             issuer: issuer.to_owned(),
-            audience: audience.to_owned(),
+            audiences: vec![audience.to_owned()],
+            client_id_audience: false,
             source: None,
             algorithms: vec![JwsAlgorithm::RS256],
             typ: "at+jwt".into(),
+            typ_jwt: false,
             leeway: DEFAULT_LEEWAY,
-            account_claim: "sub".into(),
+            claims: ClaimMap::new("sub"),
             entitlements: None,
             client: None,
             timeout: super::DEFAULT_HTTP_TIMEOUT,
@@ -179,11 +194,13 @@ impl JwtStore {
         let Some((_, validation)) = inner.validations.iter().find(|(a, _)| *a == header.alg) else {
             return refused("algorithm not allowed");
         };
-        if !header
-            .typ
-            .as_deref()
-            .is_some_and(|typ| typ_matches(typ, &inner.typ))
-        {
+        let typ_ok = match header.typ.as_deref() {
+            Some(typ) => {
+                typ_matches(typ, &inner.typ) || (inner.typ_jwt && typ.eq_ignore_ascii_case("JWT"))
+            }
+            None => inner.typ_jwt,
+        };
+        if !typ_ok {
             return refused("typ");
         }
         let Some(key) = inner.keys.find(header.kid.as_deref(), header.alg).await? else {
@@ -205,12 +222,23 @@ impl JwtStore {
             Some(iat) if iat <= super::now_secs() + inner.leeway => {}
             _ => return refused("iat missing or in the future"),
         }
+        if let Some(audiences) = &inner.client_id_audiences {
+            if !audience_or_client_id(&claims, audiences) {
+                return refused("InvalidAudience");
+            }
+        }
         let Some(jti) = claims.get("jti").and_then(Value::as_str) else {
             return refused("jti missing");
         };
-        let Some(grant) = Grant::from_claims(jti.to_owned(), &claims, &inner.account_claim) else {
-            return refused("client_id or account claim missing");
+        let mut grant = match Grant::from_claims(jti.to_owned(), &claims, &inner.claims) {
+            Ok(grant) => grant,
+            Err(error) => return refused_claim(&error),
         };
+        // The leeway holds end to end: the cached credential expires with
+        // the token as this store judges it, `exp` plus the leeway.
+        grant.expires_at = grant
+            .expires_at
+            .map(|at| at + Duration::from_secs(inner.leeway));
         grant.into_credential(&*inner.entitlements).await.map(Some)
     }
 }
@@ -226,7 +254,7 @@ impl fmt::Debug for JwtStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtStore")
             .field("typ", &self.inner.typ)
-            .field("account_claim", &self.inner.account_claim)
+            .field("claims", &self.inner.claims)
             .field("jwks_fetches", &self.jwks_fetches())
             .finish_non_exhaustive()
     }
@@ -237,6 +265,29 @@ fn refused(_reason: &'static str) -> Result<Option<Credential>, StoreError> {
     #[cfg(feature = "tracing")]
     tracing::debug!(target: "scopegate::jwt", reason = _reason, "JWT refused");
     Ok(None)
+}
+
+/// Refuses the token (401) for a claim it cannot read, and logs which.
+fn refused_claim(_error: &ClaimError) -> Result<Option<Credential>, StoreError> {
+    #[cfg(feature = "tracing")]
+    tracing::debug!(target: "scopegate::jwt", reason = "claim", claim = _error.claim(), problem = %_error, "JWT refused");
+    Ok(None)
+}
+
+/// For issuers that name the client instead of the audience (Amazon
+/// Cognito): an `aud`, if there is one, must hold one of `audiences`; if
+/// there is none, `client_id` must be one of them.
+fn audience_or_client_id(claims: &Map<String, Value>, audiences: &[String]) -> bool {
+    let accepted = |value: &Value| {
+        value
+            .as_str()
+            .is_some_and(|v| audiences.iter().any(|a| a == v))
+    };
+    match claims.get("aud") {
+        Some(Value::Array(auds)) => auds.iter().any(accepted),
+        Some(aud) => accepted(aud),
+        None => claims.get("client_id").is_some_and(accepted),
+    }
 }
 
 /// RFC 9068 §4: `at+jwt`, or with the `application/` prefix, any case.
@@ -254,12 +305,14 @@ fn typ_matches(typ: &str, expected: &str) -> bool {
 #[must_use]
 pub struct JwtStoreBuilder {
     issuer: String,
-    audience: String,
+    audiences: Vec<String>,
+    client_id_audience: bool,
     source: Option<Source>,
     algorithms: Vec<JwsAlgorithm>,
     typ: Box<str>,
+    typ_jwt: bool,
     leeway: Duration,
-    account_claim: Box<str>,
+    claims: ClaimMap,
     entitlements: Option<Arc<dyn EntitlementSource>>,
     client: Option<reqwest::Client>,
     timeout: Duration,
@@ -291,25 +344,68 @@ impl JwtStoreBuilder {
         self
     }
 
-    /// The header `typ` to require (default `at+jwt`, as RFC 9068 says), for
-    /// issuers that send `JWT`. Compared without case and without an
-    /// `application/` prefix.
+    /// The header `typ` to require (default `at+jwt`, as RFC 9068 says).
+    /// Compared without case and without an `application/` prefix.
     pub fn typ(mut self, typ: &str) -> Self {
         self.typ = typ.into();
         self
     }
 
+    /// Also accepts `typ: JWT`, and tokens without a `typ`, for the issuers
+    /// that send them (Keycloak, Entra ID, Okta, Cognito). Off by default:
+    /// `at+jwt` is what tells an access token from an ID token, which the
+    /// audience check must then do alone.
+    pub fn accept_typ_jwt(mut self, accept: bool) -> Self {
+        self.typ_jwt = accept;
+        self
+    }
+
     /// Clock skew allowed on `exp`, `nbf` and `iat` (default 30 s, at most
-    /// 5 minutes).
+    /// 5 minutes). It holds end to end: a token is accepted, and its cached
+    /// credential kept, until `exp` plus the leeway.
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
     }
 
+    /// The audiences to accept, replacing the one given to
+    /// [`JwtStore::builder`]: a token's `aud` (a string or an array) must
+    /// hold at least one.
+    pub fn audiences<I>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.audiences = audiences
+            .into_iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect();
+        self
+    }
+
+    /// For issuers whose access tokens carry no `aud` and name the client in
+    /// `client_id` instead (Amazon Cognito): a token without `aud` is
+    /// accepted when its `client_id` is one of the audiences. A token with
+    /// an `aud` is still checked against them.
+    pub fn client_id_as_audience(mut self, enabled: bool) -> Self {
+        self.client_id_audience = enabled;
+        self
+    }
+
     /// The claim that names the account (workspace) the token acts for
-    /// (default `sub`). It must be a non-empty string.
+    /// (default `sub`): a claim name (`org_id`, `tid`,
+    /// `https://onboarding-hub.com/workspace`), or a JSON pointer when it
+    /// starts with `/` (`/app_metadata/workspace`). It must be a non-empty
+    /// string; otherwise the token is refused.
     pub fn account_claim(mut self, claim: &str) -> Self {
-        self.account_claim = claim.into();
+        self.claims.account = claim.into();
+        self
+    }
+
+    /// Where the scopes come from (default: [`ScopeClaim::Scope`], the
+    /// space-separated `scope` of RFC 9068). Several sources are combined.
+    pub fn scope_claims(mut self, sources: impl IntoIterator<Item = ScopeClaim>) -> Self {
+        self.claims.scopes = sources.into_iter().collect();
         self
     }
 
@@ -357,7 +453,7 @@ impl JwtStoreBuilder {
     /// is over 5 minutes, or a static JWKS has no usable signature key.
     pub fn build(self) -> Result<JwtStore, OAuthConfigError> {
         super::check_url(&self.issuer)?;
-        if self.audience.is_empty() {
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
             return Err(OAuthConfigError::Missing("audience"));
         }
         if self.algorithms.is_empty() {
@@ -377,8 +473,14 @@ impl JwtStoreBuilder {
                 let alg = a.algorithm();
                 let mut v = Validation::new(alg);
                 v.set_issuer(&[&self.issuer]);
-                v.set_audience(&[&self.audience]);
-                v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                v.set_audience(&self.audiences);
+                if self.client_id_audience {
+                    // Checked after decoding, against `client_id` too.
+                    v.validate_aud = false;
+                    v.set_required_spec_claims(&["exp", "iss", "sub"]);
+                } else {
+                    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+                }
                 v.validate_nbf = true;
                 v.leeway = leeway;
                 (alg, v)
@@ -404,9 +506,11 @@ impl JwtStoreBuilder {
         Ok(JwtStore {
             inner: Arc::new(Inner {
                 typ: self.typ,
+                typ_jwt: self.typ_jwt,
                 validations,
+                client_id_audiences: self.client_id_audience.then_some(self.audiences.clone()),
                 leeway,
-                account_claim: self.account_claim,
+                claims: self.claims,
                 entitlements,
                 keys: Keys {
                     remote,
@@ -425,7 +529,7 @@ impl fmt::Debug for JwtStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtStoreBuilder")
             .field("issuer", &self.issuer)
-            .field("audience", &self.audience)
+            .field("audiences", &self.audiences)
             .field("algorithms", &self.algorithms)
             .finish_non_exhaustive()
     }

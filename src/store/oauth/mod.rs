@@ -46,6 +46,7 @@
 //! # fn main() {}
 //! ```
 
+mod claims;
 #[cfg(feature = "introspection")]
 #[cfg_attr(docsrs, doc(cfg(feature = "introspection")))]
 pub mod introspection;
@@ -59,8 +60,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value};
 
 use crate::credential::{Credential, CredentialKind};
-use crate::scope::{Scope, ScopeSet};
+use crate::scope::ScopeSet;
 use crate::store::{EntitlementSource, StoreError};
+
+pub(crate) use claims::ClaimMap;
+#[doc(inline)]
+pub use claims::{ClaimError, ScopeClaim};
 
 /// The default timeout of a call to the authorization server.
 pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -156,20 +161,23 @@ pub(crate) struct Grant {
 }
 
 impl Grant {
-    /// Reads the fields RFC 9068 and RFC 7662 share from `claims`: `scope`
-    /// (space-separated), `client_id`, `exp`, and the account from
-    /// `account_claim`. `None` when the account or client is missing.
+    /// Reads the fields RFC 9068 and RFC 7662 share from `claims`: the
+    /// scopes and the account where `map` says, `client_id`, and `exp`.
     pub(crate) fn from_claims(
         id: String,
         claims: &Map<String, Value>,
-        account_claim: &str,
-    ) -> Option<Grant> {
-        let text = |name: &str| claims.get(name).and_then(Value::as_str);
-        Some(Grant {
+        map: &ClaimMap,
+    ) -> Result<Grant, ClaimError> {
+        let client_id = match claims.get("client_id") {
+            Some(Value::String(client)) if !client.is_empty() => client.clone(),
+            Some(_) => return Err(ClaimError::new("client_id", "not a non-empty string")),
+            None => return Err(ClaimError::new("client_id", "missing")),
+        };
+        Ok(Grant {
             id,
-            client_id: text("client_id")?.to_owned(),
-            account_id: text(account_claim).filter(|a| !a.is_empty())?.to_owned(),
-            scopes: text("scope").map(scopes).unwrap_or_default(),
+            client_id,
+            account_id: map.account(claims)?.to_owned(),
+            scopes: map.scopes(claims)?,
             expires_at: claims
                 .get("exp")
                 .and_then(Value::as_u64)
@@ -197,12 +205,6 @@ impl Grant {
             None => credential,
         })
     }
-}
-
-/// The scopes of a space-separated `scope` value that this process knows;
-/// see [`Scope::known`] for why the others are dropped.
-fn scopes(scope: &str) -> ScopeSet {
-    scope.split(' ').filter_map(Scope::known).collect()
 }
 
 /// Seconds since the Unix epoch.
