@@ -38,6 +38,7 @@
 //! ```
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -126,6 +127,10 @@ impl fmt::Debug for TokenHash {
 /// only as long as that one store call: scopegate never caches, logs or
 /// `Debug`-prints it, and it is neither `Clone` nor `Display`.
 ///
+/// A store that answers "not found" for a reason that may soon pass (a JWT
+/// signed with a key it cannot fetch yet) says how long that answer may be
+/// cached with [`cache_not_found_for`](Self::cache_not_found_for).
+///
 /// ```
 /// use scopegate::credential::{PresentedToken, TokenHash};
 ///
@@ -137,15 +142,15 @@ impl fmt::Debug for TokenHash {
 pub struct PresentedToken {
     secret: Box<str>,
     hash: TokenHash,
+    /// The most a "not found" for this token may be cached, in nanoseconds;
+    /// `u64::MAX`: as long as the cache keeps any.
+    not_found_nanos: AtomicU64,
 }
 
 impl PresentedToken {
     /// Wraps a token, hashing it.
     pub fn new(token: &str) -> Self {
-        PresentedToken {
-            secret: token.into(),
-            hash: TokenHash::of(token),
-        }
+        Self::with_hash(token, TokenHash::of(token))
     }
 
     /// Wraps a token whose hash the caller already computed.
@@ -153,6 +158,7 @@ impl PresentedToken {
         PresentedToken {
             secret: token.into(),
             hash,
+            not_found_nanos: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -165,6 +171,24 @@ impl PresentedToken {
     /// never keep, log or return it.
     pub fn secret(&self) -> &str {
         &self.secret
+    }
+
+    /// Says that if this lookup answers "not found", the answer may be
+    /// cached for `max` at most (`Duration::ZERO`: not at all), instead of
+    /// the cache's `negative_time_to_live`. The least of several calls
+    /// holds.
+    pub fn cache_not_found_for(&self, max: Duration) {
+        let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.not_found_nanos.fetch_min(nanos, Ordering::Relaxed);
+    }
+
+    /// What [`cache_not_found_for`](Self::cache_not_found_for) said, if
+    /// anything.
+    pub(crate) fn not_found_max_age(&self) -> Option<Duration> {
+        match self.not_found_nanos.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
     }
 }
 

@@ -307,6 +307,15 @@ async fn jwks_server(keys: Value) -> JwksServer {
     JwksServer { url, failing, hits }
 }
 
+/// Waits (up to 2 s) for `done`: what a background refresh does lands soon
+/// after the request that started it.
+async fn settle(done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() && start.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_failing_jwks_endpoint_keeps_the_last_good_keys_and_is_retried_with_backoff() {
     let rsa = rs256("rsa");
@@ -329,11 +338,12 @@ async fn a_failing_jwks_endpoint_keeps_the_last_good_keys_and_is_retried_with_ba
     assert!(verdict(&store, &token("1")).await.is_some());
     assert_eq!(hits(), 1);
 
-    // The endpoint fails and the keys go stale: one refresh is tried, and
-    // the last good keys still verify.
+    // The endpoint fails and the keys go stale: one refresh is tried (in the
+    // background), and the last good keys still verify.
     server.failing.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert!(verdict(&store, &token("2")).await.is_some());
+    settle(|| hits() >= 2).await;
     let within_backoff = std::time::Instant::now(); // 1 s after one failure
     assert_eq!(hits(), 2);
     // A kid that the last good keys lack cannot be checked: a store error
@@ -356,6 +366,7 @@ async fn a_failing_jwks_endpoint_keeps_the_last_good_keys_and_is_retried_with_ba
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let before = hits();
     assert!(verdict(&store, &token("4")).await.is_some());
+    settle(|| hits() > before).await;
     assert_eq!(hits(), before + 1);
     assert_eq!(store.jwks_fetches(), hits() as u64);
     assert!(
@@ -639,4 +650,128 @@ async fn the_exp_leeway_holds_through_the_cache_and_ends_there() {
         tokio::time::sleep(wait).await;
     }
     assert_eq!(send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A JWKS endpoint whose document can be replaced, counting requests.
+async fn rotating_jwks_server(
+    keys: Value,
+) -> (String, Arc<std::sync::Mutex<Value>>, Arc<AtomicUsize>) {
+    let document = Arc::new(std::sync::Mutex::new(keys));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (d, h) = (Arc::clone(&document), Arc::clone(&hits));
+    let router = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let body = d.lock().unwrap().to_string();
+            h.fetch_add(1, Ordering::SeqCst);
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, document, hits)
+}
+
+/// Through a gate and its cache: a key rotated in just after a refresh is
+/// accepted once the next refresh is allowed, not after the cache's 5 s of
+/// negative caching on top; forged `kid`s meanwhile make no fetch.
+#[tokio::test]
+async fn a_rotated_key_is_accepted_at_the_next_allowed_refresh() {
+    use http::{Request, Response, StatusCode};
+    use scopegate::{CachedStore, Gate};
+    use tower::{service_fn, Layer, ServiceExt};
+
+    let (old, new) = (rs256("old"), rs256("new"));
+    let (url, document, hits) = rotating_jwks_server(json!({ "keys": [old.jwk()] })).await;
+    let interval = Duration::from_millis(1000);
+    let store = JwtStore::builder(ISSUER, AUDIENCE)
+        .jwks_uri(&url)
+        .account_claim("workspace_id")
+        .entitlements(plans())
+        .refresh_interval(interval)
+        .build()
+        .unwrap();
+    let gate = Gate::new(CachedStore::new(store)); // negative_time_to_live: 5 s
+    let service = gate
+        .api_access()
+        .layer(service_fn(|_req: Request<String>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        }));
+    let send = |token: String| {
+        let request = Request::get("/api/v1/contacts")
+            .header("authorization", format!("Bearer {token}"))
+            .body(String::new())
+            .unwrap();
+        let service = service.clone();
+        async move { service.oneshot(request).await.unwrap().status() }
+    };
+    assert_eq!(send(old.sign(&claims())).await, StatusCode::OK);
+    let refreshed = std::time::Instant::now();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+    // The issuer publishes the new key and signs with it at once.
+    *document.lock().unwrap() = json!({ "keys": [old.jwk(), new.jwk()] });
+    let token = new.sign(&claims());
+    assert_eq!(
+        send(token.clone()).await,
+        StatusCode::UNAUTHORIZED,
+        "within the interval"
+    );
+    for i in 0..20 {
+        let mut header = new.header();
+        header.kid = Some(format!("forged-{i}"));
+        assert_eq!(
+            send(new.sign_with(header, &claims())).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "no fetch within the interval"
+    );
+    let accepted = loop {
+        if send(token.clone()).await == StatusCode::OK {
+            break refreshed.elapsed();
+        }
+        assert!(
+            refreshed.elapsed() < Duration::from_secs(5),
+            "still refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        accepted >= interval && accepted < interval + Duration::from_millis(500),
+        "accepted {accepted:?} after the last refresh, with a {interval:?} interval"
+    );
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "one refresh for the new kid"
+    );
+}
+
+/// Keys older than `keys_ttl` still verify at once; the refetch runs in the
+/// background.
+#[tokio::test]
+async fn stale_keys_are_refreshed_in_the_background() {
+    let rsa = rs256("rsa");
+    let (url, _document, hits) = rotating_jwks_server(json!({ "keys": [rsa.jwk()] })).await;
+    let store = JwtStore::builder(ISSUER, AUDIENCE)
+        .jwks_uri(&url)
+        .account_claim("workspace_id")
+        .entitlements(plans())
+        .keys_ttl(Duration::from_millis(100))
+        .refresh_interval(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    assert!(verdict(&store, &rsa.sign(&claims())).await.is_some());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for _ in 0..5 {
+        assert!(verdict(&store, &rsa.sign(&claims())).await.is_some());
+    }
+    settle(|| hits.load(Ordering::SeqCst) >= 2).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "one background refetch");
 }

@@ -586,6 +586,51 @@ async fn jwks_rotation_keeps_tokens_working_without_a_restart() {
     assert_eq!(auth.jwks_fetches().await, 2, "one refresh for the new kid");
 }
 
+/// With the example's own refresh interval: a key rotated in right after a
+/// refresh is accepted once the next refresh is allowed (the refused token's
+/// "not found" is cached only until then), and no later.
+#[tokio::test]
+async fn a_rotated_key_is_accepted_within_the_examples_refresh_interval() {
+    let Some(auth) = AuthServer::start() else {
+        return;
+    };
+    let mut oauth = auth.settings();
+    oauth.refresh_interval = app::OAuth::new(&auth.issuer, "unused").refresh_interval;
+    let interval = oauth.refresh_interval;
+    let server = auth.example(&oauth).await;
+    let old = auth
+        .client_credentials("crm-sync", "contacts:read", API)
+        .await;
+    assert_eq!(server.get(CONTACTS, &old).await.status, 200, "keys fetched");
+    let fetched = Instant::now();
+
+    auth.rotate_keys().await;
+    let new = auth
+        .client_credentials("crm-sync", "contacts:read", API)
+        .await;
+    let rotated = Instant::now();
+    assert_invalid_token(&server.get(CONTACTS, &new).await, "within the interval");
+    let accepted = loop {
+        if server.get(CONTACTS, &new).await.status == 200 {
+            break rotated.elapsed();
+        }
+        assert!(
+            rotated.elapsed() < interval + Duration::from_secs(3),
+            "still refused"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!(
+        "rotation to acceptance: {accepted:?} (refresh interval {interval:?}; the keys were fetched {:?} before the rotation)",
+        rotated - fetched
+    );
+    assert!(
+        accepted <= interval + Duration::from_millis(500),
+        "{accepted:?}"
+    );
+    assert_eq!(auth.jwks_fetches().await, 2, "one refresh for the new kid");
+}
+
 #[tokio::test]
 async fn opaque_tokens_are_introspected_and_revocation_is_seen_within_the_window() {
     let Some(auth) = AuthServer::start() else {

@@ -104,7 +104,7 @@ impl OAuth {
             client_id: "onboardinghub-api".to_owned(),
             client_secret: client_secret.to_owned(),
             account_claim: "workspace_id".to_owned(),
-            refresh_interval: std::time::Duration::from_secs(30),
+            refresh_interval: std::time::Duration::from_secs(10),
             introspection_max_age: std::time::Duration::from_secs(30),
         }
     }

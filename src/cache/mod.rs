@@ -95,8 +95,7 @@ struct Shared<S> {
     /// Tells this cache's entries apart in the per-thread front tables.
     id: u64,
     positive: Cache<TokenHash, Entry, DigestHasher>,
-    /// The value is when a front copy of the entry must stop being served.
-    negative: Cache<TokenHash, front::Deadline>,
+    negative: Cache<TokenHash, NegativeEntry>,
     store_timeout: Option<Duration>,
     time_to_live: Duration,
     negative_time_to_live: Duration,
@@ -172,6 +171,14 @@ pub struct CacheStats {
 #[derive(Clone)]
 struct Entry {
     credential: Arc<Credential>,
+    expires: Instant,
+    deadline: front::Deadline,
+}
+
+/// A cached "not found": when it expires, and the deadline of the front's
+/// copies, taken just before.
+#[derive(Clone, Copy)]
+struct NegativeEntry {
     expires: Instant,
     deadline: front::Deadline,
 }
@@ -401,10 +408,20 @@ impl<S: CredentialStore> Shared<S> {
                     }
                     Ok(_) => {
                         // Fill the negative cache before the waiters wake, so
-                        // none of them, nor the next request, calls the store.
-                        // Taken before moka's insert stamps the entry.
-                        let deadline = front::Deadline::after(self.negative_time_to_live);
-                        self.negative.insert(*hash, deadline).await;
+                        // none of them, nor the next request, calls the store;
+                        // for as long as the store allows.
+                        let lifetime = token
+                            .not_found_max_age()
+                            .map_or(self.negative_time_to_live, |max| {
+                                max.min(self.negative_time_to_live)
+                            });
+                        if !lifetime.is_zero() {
+                            // The deadline first: it must fall before `expires`.
+                            let deadline = front::Deadline::after(lifetime);
+                            let expires = Instant::now() + lifetime;
+                            let entry = NegativeEntry { expires, deadline };
+                            self.negative.insert(*hash, entry).await;
+                        }
                         Err(LoadFailure::NotFound)
                     }
                     Err(error) => {
@@ -526,8 +543,8 @@ impl<S: CredentialStore + 'static> Resolver for Shared<S> {
                 Some(answer)
             }
             None => {
-                let deadline = poll_once(self.negative.get(hash))??;
-                front::put(self.id, key, epochs, deadline, &Cached::NotFound);
+                let entry = poll_once(self.negative.get(hash))??;
+                front::put(self.id, key, epochs, entry.deadline, &Cached::NotFound);
                 self.counters.negative_hits.bump();
                 Some(Cached::NotFound)
             }
@@ -637,7 +654,7 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
             .build_with_hasher(DigestHasher::new());
         let negative = Cache::builder()
             .max_capacity(self.negative_max_capacity)
-            .time_to_live(self.negative_time_to_live)
+            .expire_after(EntryExpiry)
             .build();
         CachedStore {
             shared: Arc::new(Shared {
@@ -709,6 +726,17 @@ struct EntryExpiry;
 
 impl Expiry<TokenHash, Entry> for EntryExpiry {
     fn expire_after_create(&self, _: &TokenHash, entry: &Entry, now: Instant) -> Option<Duration> {
+        Some(entry.expires.saturating_duration_since(now))
+    }
+}
+
+impl Expiry<TokenHash, NegativeEntry> for EntryExpiry {
+    fn expire_after_create(
+        &self,
+        _: &TokenHash,
+        entry: &NegativeEntry,
+        now: Instant,
+    ) -> Option<Duration> {
         Some(entry.expires.saturating_duration_since(now))
     }
 }
@@ -830,6 +858,58 @@ mod tests {
             "key_new"
         );
         assert_eq!(calls(&cache), 2);
+    }
+
+    /// Answers "not found", allowing it to be cached for `max` at most.
+    struct Hinting {
+        calls: AtomicUsize,
+        max: Duration,
+    }
+
+    #[async_trait]
+    impl CredentialStore for Hinting {
+        async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            token.cache_not_found_for(self.max);
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_can_cap_how_long_not_found_is_cached() {
+        let hash = TokenHash::of("soon");
+        let cache = |max| {
+            CachedStore::builder(Hinting {
+                calls: AtomicUsize::new(0),
+                max,
+            })
+            .negative_time_to_live(Duration::from_millis(300))
+            .build()
+        };
+        let calls = |cache: &CachedStore<Hinting>| cache.store().calls.load(Ordering::SeqCst);
+        // Zero: not cached at all.
+        let never = cache(Duration::ZERO);
+        for _ in 0..3 {
+            assert!(never.resolve(&presented(&hash)).await.unwrap().is_none());
+        }
+        assert_eq!(calls(&never), 3);
+        assert_eq!(never.cached(&hash), None);
+        // Shorter than the negative time-to-live: that long.
+        let short = cache(Duration::from_millis(60));
+        short.resolve(&presented(&hash)).await.unwrap();
+        assert_eq!(short.cached(&hash), Some(None));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(short.cached(&hash), None, "expired with the store's cap");
+        // Longer: the negative time-to-live still bounds it.
+        let long = cache(Duration::from_secs(60));
+        long.resolve(&presented(&hash)).await.unwrap();
+        assert_eq!(long.cached(&hash), Some(None));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(
+            long.cached(&hash),
+            None,
+            "expired with negative_time_to_live"
+        );
     }
 
     #[tokio::test]

@@ -61,17 +61,20 @@
 //! # Keys
 //!
 //! The JWKS is fetched on first use and kept for
-//! [`keys_ttl`](JwtStoreBuilder::keys_ttl). A token signed with a `kid` the
-//! set lacks (the issuer rotated its keys) triggers a refresh, but at most one
-//! per [`refresh_interval`](JwtStoreBuilder::refresh_interval), and only one
-//! at a time: forged `kid`s cannot make a refresh storm. A failed fetch keeps
-//! the last good keys and is retried with exponential backoff (1 s doubling to
-//! 60 s); while no key can be had, lookups fail with a store error (503),
-//! never with a grant.
+//! [`keys_ttl`](JwtStoreBuilder::keys_ttl), then refetched in the
+//! background while requests go on with the old set. A token signed with a
+//! `kid` the set lacks (the issuer rotated its keys) triggers a refresh, but
+//! at most one per [`refresh_interval`](JwtStoreBuilder::refresh_interval)
+//! (10 s), and only one at a time: forged `kid`s cannot make a refresh storm.
+//! Such a token's refusal is cached only until the next refresh is allowed,
+//! so a rotated key is accepted within the refresh interval. A failed fetch
+//! keeps the last good keys and is retried with exponential backoff (1 s
+//! doubling to 60 s); while no key can be had, lookups fail with a store
+//! error (503), never with a grant.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -89,7 +92,7 @@ use crate::store::{CredentialStore, EntitlementSource, StoreError};
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
 const DEFAULT_KEYS_TTL: Duration = Duration::from_secs(600);
-const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// A JWS signature algorithm a [`JwtStore`] may accept. Only asymmetric
@@ -156,7 +159,7 @@ struct Inner {
     leeway: u64,
     claims: ClaimMap,
     entitlements: Arc<dyn EntitlementSource>,
-    keys: Keys,
+    keys: Arc<Keys>,
 }
 
 impl JwtStore {
@@ -186,8 +189,9 @@ impl JwtStore {
         self.inner.keys.fetches.load(Ordering::Relaxed)
     }
 
-    async fn verify(&self, token: &str) -> Result<Option<Credential>, StoreError> {
+    async fn verify(&self, presented: &PresentedToken) -> Result<Option<Credential>, StoreError> {
         let inner = &*self.inner;
+        let token = presented.secret();
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return refused("malformed");
         };
@@ -204,6 +208,12 @@ impl JwtStore {
             return refused("typ");
         }
         let Some(key) = inner.keys.find(header.kid.as_deref(), header.alg).await? else {
+            // The key may be published by the next allowed refresh (a
+            // rotation): refuse until then, not for the cache's whole
+            // negative time-to-live.
+            if let Some(wait) = inner.keys.until_next_refresh().await {
+                presented.cache_not_found_for(wait);
+            }
             return refused("no key for kid");
         };
         let claims = match jsonwebtoken::decode::<Map<String, Value>>(
@@ -246,7 +256,7 @@ impl JwtStore {
 #[async_trait]
 impl CredentialStore for JwtStore {
     async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
-        self.verify(token.secret()).await
+        self.verify(token).await
     }
 }
 
@@ -431,14 +441,19 @@ impl JwtStoreBuilder {
     }
 
     /// How long fetched keys are used before being fetched again (default
-    /// 10 minutes). When a fetch fails, the old keys stay in use.
+    /// 10 minutes). The refetch runs in the background: the request that
+    /// finds the keys stale is served with them. When a fetch fails, the old
+    /// keys stay in use.
     pub fn keys_ttl(mut self, ttl: Duration) -> Self {
         self.keys_ttl = ttl;
         self
     }
 
-    /// The least time between two fetches after a success (default 30 s):
-    /// the bound on refreshes caused by unknown `kid`s.
+    /// The least time between two fetches after a success (default 10 s):
+    /// the bound on refreshes caused by unknown `kid`s, and so on how long a
+    /// token signed with a newly rotated key can be refused. A token refused
+    /// for an unknown `kid` is cached as refused only until the next
+    /// refresh is allowed.
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
         self.refresh_interval = interval;
         self
@@ -512,14 +527,15 @@ impl JwtStoreBuilder {
                 leeway,
                 claims: self.claims,
                 entitlements,
-                keys: Keys {
+                keys: Arc::new(Keys {
                     remote,
                     current: RwLock::new(Arc::new(current)),
                     refresh: Mutex::new(Refresh::default()),
                     ttl: self.keys_ttl,
                     refresh_interval: self.refresh_interval,
                     fetches: AtomicU64::new(0),
-                },
+                    refreshing: AtomicBool::new(false),
+                }),
             }),
         })
     }
@@ -545,6 +561,8 @@ struct Keys {
     ttl: Duration,
     refresh_interval: Duration,
     fetches: AtomicU64,
+    /// Whether a background refresh is under way: one at a time.
+    refreshing: AtomicBool,
 }
 
 struct Remote {
@@ -638,21 +656,66 @@ impl Keys {
         Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The key for `kid` and `alg`, refreshing the set when it is stale or
-    /// lacks the key, within the rate limit.
+    /// The key for `kid` and `alg`. A set that lacks the key is refreshed
+    /// now, within the rate limit; a stale set that has it is used, and
+    /// refreshed in the background.
     async fn find(
-        &self,
+        self: &Arc<Self>,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Option<Arc<Key>>, StoreError> {
         let seen = self.current();
         let found = seen.find(kid, alg);
-        let Some(remote) = &self.remote else {
-            return Ok(found);
-        };
-        if found.is_some() && seen.is_fresh(self.ttl) {
+        if self.remote.is_none() {
             return Ok(found);
         }
+        match found {
+            Some(key) => {
+                if !seen.is_fresh(self.ttl) {
+                    self.refresh_in_background(&seen);
+                }
+                Ok(Some(key))
+            }
+            None => self.refresh(&seen, kid, alg).await,
+        }
+    }
+
+    /// Refreshes a stale set off the request path, on the current Tokio
+    /// runtime (there is one wherever a store is called from a server).
+    fn refresh_in_background(self: &Arc<Self>, seen: &Arc<KeySet>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (keys, seen) = (Arc::clone(self), Arc::clone(seen));
+        runtime.spawn(async move {
+            let _ = keys.refresh(&seen, None, Algorithm::RS256).await;
+            keys.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// How long until a refresh is allowed again; `None` for a static set.
+    async fn until_next_refresh(&self) -> Option<Duration> {
+        self.remote.as_ref()?;
+        let refresh = self.refresh.lock().await;
+        let not_before = refresh.not_before?;
+        Some(not_before.saturating_duration_since(Instant::now()))
+    }
+
+    /// Fetches the set unless another lookup did since `seen` was read, or
+    /// the rate limit forbids it, and answers the key for `kid` and `alg`
+    /// from the newest set.
+    async fn refresh(
+        &self,
+        seen: &KeySet,
+        kid: Option<&str>,
+        alg: Algorithm,
+    ) -> Result<Option<Arc<Key>>, StoreError> {
+        let Some(remote) = &self.remote else {
+            return Ok(seen.find(kid, alg));
+        };
         let mut refresh = self.refresh.lock().await;
         let latest = self.current();
         if latest.generation != seen.generation {
