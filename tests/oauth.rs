@@ -246,7 +246,7 @@ impl AuthServer {
     }
 
     fn settings(&self) -> app::OAuth {
-        let mut oauth = app::OAuth::new(&self.issuer, "onboardinghub-api-secret");
+        let mut oauth = app::OAuth::new(&self.issuer, Some("onboardinghub-api-secret"));
         oauth.refresh_interval = Duration::from_millis(200);
         oauth.introspection_max_age = Duration::from_secs(1);
         oauth
@@ -595,7 +595,7 @@ async fn a_rotated_key_is_accepted_within_the_examples_refresh_interval() {
         return;
     };
     let mut oauth = auth.settings();
-    oauth.refresh_interval = app::OAuth::new(&auth.issuer, "unused").refresh_interval;
+    oauth.refresh_interval = app::OAuth::new(&auth.issuer, None).refresh_interval;
     let interval = oauth.refresh_interval;
     let server = auth.example(&oauth).await;
     let old = auth

@@ -52,7 +52,8 @@ enum Keys {
 
 /// OAuth 2.0 access tokens from one authorization server, accepted next to
 /// API keys (features `jwt` and `introspection`): JWTs are verified against
-/// its JWKS, opaque tokens introspected.
+/// its JWKS, opaque tokens introspected when the API has a client secret.
+/// Both endpoints come from the issuer's metadata (discovery) unless given.
 #[cfg(all(feature = "jwt", feature = "introspection"))]
 #[derive(Clone)]
 pub struct OAuth {
@@ -60,16 +61,20 @@ pub struct OAuth {
     pub issuer: String,
     /// This API's resource identifier: the tokens' `aud`.
     pub audience: String,
-    /// The issuer's JWKS.
-    pub jwks_uri: String,
-    /// The issuer's RFC 7662 endpoint.
-    pub introspection_endpoint: String,
+    /// The issuer's JWKS; `None`: from its metadata.
+    pub jwks_uri: Option<String>,
+    /// The issuer's RFC 7662 endpoint; `None`: from its metadata.
+    pub introspection_endpoint: Option<String>,
     /// This API's client at the issuer, for introspection calls.
     pub client_id: String,
-    /// Its secret.
-    pub client_secret: String,
-    /// The claim naming the workspace.
+    /// Its secret; without one, opaque tokens are not accepted.
+    pub client_secret: Option<String>,
+    /// The claim naming the workspace: a name or a JSON pointer.
     pub account_claim: String,
+    /// Where the scopes are.
+    pub scope_claims: Vec<scopegate::store::oauth::ScopeClaim>,
+    /// Whether JWTs with `typ: JWT`, or none, are accepted.
+    pub accept_typ_jwt: bool,
     /// Least time between JWKS refreshes caused by unknown `kid`s.
     pub refresh_interval: std::time::Duration,
     /// How long an introspection answer is cached: the revocation window.
@@ -85,32 +90,36 @@ impl std::fmt::Debug for OAuth {
             .field("audience", &self.audience)
             .field("client_id", &self.client_id)
             .field("account_claim", &self.account_claim)
+            .field("scope_claims", &self.scope_claims)
             .finish_non_exhaustive()
     }
 }
 
 #[cfg(all(feature = "jwt", feature = "introspection"))]
 impl OAuth {
-    /// The settings for `issuer` with the reference API's defaults: the
-    /// oidc-provider paths `/jwks` and `/token/introspection`, the client
-    /// `onboardinghub-api`, and the claim `workspace_id`.
-    pub fn new(issuer: &str, client_secret: &str) -> Self {
-        let issuer = issuer.trim_end_matches('/');
+    /// The settings for `issuer` with the reference API's defaults:
+    /// endpoints by discovery, the audience
+    /// `https://api.onboardinghub.test`, the client `onboardinghub-api`,
+    /// scopes in `scope`, and the workspace in `workspace_id`.
+    pub fn new(issuer: &str, client_secret: Option<&str>) -> Self {
         OAuth {
             issuer: issuer.to_owned(),
             audience: "https://api.onboardinghub.test".to_owned(),
-            jwks_uri: format!("{issuer}/jwks"),
-            introspection_endpoint: format!("{issuer}/token/introspection"),
+            jwks_uri: None,
+            introspection_endpoint: None,
             client_id: "onboardinghub-api".to_owned(),
-            client_secret: client_secret.to_owned(),
+            client_secret: client_secret.map(str::to_owned),
             account_claim: "workspace_id".to_owned(),
+            scope_claims: vec![scopegate::store::oauth::ScopeClaim::Scope],
+            accept_typ_jwt: false,
             refresh_interval: std::time::Duration::from_secs(10),
             introspection_max_age: std::time::Duration::from_secs(30),
         }
     }
 
     /// API keys to `keys`, JWTs to a `JwtStore`, opaque tokens to an
-    /// `IntrospectionStore`; both read plans from `plans`.
+    /// `IntrospectionStore` (with a client secret); both read plans from
+    /// `plans`.
     fn chain(
         &self,
         keys: impl scopegate::store::CredentialStore + 'static,
@@ -118,20 +127,35 @@ impl OAuth {
     ) -> Result<ChainStore, scopegate::store::oauth::OAuthConfigError> {
         use scopegate::store::oauth::{introspection::IntrospectionStore, jwt::JwtStore};
         let plans = Arc::new(plans);
-        let jwt = JwtStore::builder(&self.issuer, &self.audience)
-            .jwks_uri(&self.jwks_uri)
+        let jwt = JwtStore::builder(&self.issuer, &self.audience);
+        let jwt = match &self.jwks_uri {
+            Some(uri) => jwt.jwks_uri(uri),
+            None => jwt.discover(),
+        };
+        let jwt = jwt
             .account_claim(&self.account_claim)
+            .scope_claims(self.scope_claims.clone())
+            .accept_typ_jwt(self.accept_typ_jwt)
             .refresh_interval(self.refresh_interval)
             .leeway(std::time::Duration::from_secs(5))
             .entitlements(Arc::clone(&plans))
             .build()?;
-        let opaque = IntrospectionStore::builder(&self.introspection_endpoint, &self.audience)
-            .client_credentials(&self.client_id, &self.client_secret)
+        let chain = ChainStore::new().api_keys(keys).jwt(jwt);
+        let Some(secret) = &self.client_secret else {
+            return Ok(chain);
+        };
+        let opaque = match &self.introspection_endpoint {
+            Some(endpoint) => IntrospectionStore::builder(endpoint, &self.audience),
+            None => IntrospectionStore::discover(&self.issuer, &self.audience),
+        };
+        let opaque = opaque
+            .client_credentials(&self.client_id, secret)
             .account_field(&self.account_claim)
+            .scope_claims(self.scope_claims.clone())
             .max_cache_age(self.introspection_max_age)
             .entitlements(plans)
             .build()?;
-        Ok(ChainStore::new().api_keys(keys).jwt(jwt).opaque(opaque))
+        Ok(chain.opaque(opaque))
     }
 }
 

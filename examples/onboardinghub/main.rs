@@ -8,9 +8,15 @@
 //! ```
 //!
 //! OAuth 2.0 access tokens next to API keys (features `jwt` and
-//! `introspection`): set `OAUTH_ISSUER` to an oidc-provider-style issuer, and
-//! `OAUTH_CLIENT_SECRET` to the secret of its client `onboardinghub-api`
-//! (`OAUTH_CLIENT_ID` overrides the id), e.g. the test server in
+//! `introspection`): set `OAUTH_ISSUER` to the issuer's URL; its keys and
+//! introspection endpoint are discovered from its metadata. Optional:
+//! `OAUTH_AUDIENCE` (default `https://api.onboardinghub.test`),
+//! `OAUTH_CLIENT_SECRET` (and `OAUTH_CLIENT_ID`, default `onboardinghub-api`)
+//! to introspect opaque tokens, `OAUTH_SCOPE_CLAIMS` (comma-separated
+//! sources: `scope`, `scp`, `permissions`, `roles`, `realm_access`,
+//! `resource_access:<client>`, or a JSON pointer), `OAUTH_ACCOUNT_CLAIM` (a
+//! claim name or a JSON pointer, default `workspace_id`), and
+//! `OAUTH_ACCEPT_TYP_JWT=1`. For example, against the test server in
 //! `tests/authserver`:
 //!
 //! ```text
@@ -78,20 +84,60 @@ fn in_memory(admin_token: &str, oauth: Option<&app::OAuth>) -> Result<app::App, 
     }
 }
 
-/// OAuth settings from `OAUTH_ISSUER`, `OAUTH_CLIENT_SECRET` and
-/// `OAUTH_CLIENT_ID`, if `OAUTH_ISSUER` is set.
+/// OAuth settings from the `OAUTH_*` variables, if `OAUTH_ISSUER` is set.
 #[cfg(all(feature = "jwt", feature = "introspection"))]
 fn oauth_settings() -> Result<Option<app::OAuth>, Box<dyn Error>> {
-    let Ok(issuer) = std::env::var("OAUTH_ISSUER") else {
+    use scopegate::store::oauth::ScopeClaim;
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Some(issuer) = var("OAUTH_ISSUER") else {
         return Ok(None);
     };
-    let secret = std::env::var("OAUTH_CLIENT_SECRET")
-        .map_err(|_| "OAUTH_ISSUER is set: OAUTH_CLIENT_SECRET must be too")?;
-    let mut oauth = app::OAuth::new(&issuer, &secret);
-    if let Ok(id) = std::env::var("OAUTH_CLIENT_ID") {
+    if var("OAUTH_PROVIDER").is_some() {
+        return Err("OAUTH_PROVIDER is not supported yet: set OAUTH_SCOPE_CLAIMS, OAUTH_ACCOUNT_CLAIM and OAUTH_ACCEPT_TYP_JWT instead".into());
+    }
+    let mut oauth = app::OAuth::new(&issuer, var("OAUTH_CLIENT_SECRET").as_deref());
+    if let Some(id) = var("OAUTH_CLIENT_ID") {
         oauth.client_id = id;
     }
-    println!("accepting OAuth tokens from {}", oauth.issuer);
+    if let Some(audience) = var("OAUTH_AUDIENCE") {
+        oauth.audience = audience;
+    }
+    if let Some(claim) = var("OAUTH_ACCOUNT_CLAIM") {
+        oauth.account_claim = claim;
+    }
+    if let Some(sources) = var("OAUTH_SCOPE_CLAIMS") {
+        oauth.scope_claims = sources
+            .split(',')
+            .map(|source| match source.trim() {
+                "scope" => Ok(ScopeClaim::Scope),
+                "scp" => Ok(ScopeClaim::Scp),
+                "permissions" => Ok(ScopeClaim::Permissions),
+                "roles" => Ok(ScopeClaim::Roles),
+                "realm_access" => Ok(ScopeClaim::KeycloakRealmRoles),
+                pointer if pointer.starts_with('/') => Ok(ScopeClaim::Pointer(pointer.to_owned())),
+                other => match other.strip_prefix("resource_access:") {
+                    Some(client) if !client.is_empty() => {
+                        Ok(ScopeClaim::KeycloakClientRoles(client.to_owned()))
+                    }
+                    _ => Err(format!("OAUTH_SCOPE_CLAIMS: unknown source {other:?} (scope, scp, permissions, roles, realm_access, resource_access:<client>, or a JSON pointer)")),
+                },
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    match var("OAUTH_ACCEPT_TYP_JWT").as_deref() {
+        None | Some("0") => {}
+        Some("1") => oauth.accept_typ_jwt = true,
+        Some(other) => return Err(format!("OAUTH_ACCEPT_TYP_JWT is 0 or 1, not {other:?}").into()),
+    }
+    println!(
+        "accepting OAuth tokens from {} (discovered){}",
+        oauth.issuer,
+        if oauth.client_secret.is_some() {
+            ", opaque ones by introspection"
+        } else {
+            ""
+        }
+    );
     Ok(Some(oauth))
 }
 

@@ -61,7 +61,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{ClaimMap, Grant, OAuthConfigError, ScopeClaim};
+use super::{ClaimMap, Discovery, Grant, OAuthConfigError, ScopeClaim, DEFAULT_METADATA_REFRESH};
 use crate::credential::{Credential, PresentedToken};
 use crate::store::{CredentialStore, EntitlementSource, StoreError};
 
@@ -77,7 +77,7 @@ pub struct IntrospectionStore {
 }
 
 struct Inner {
-    endpoint: reqwest::Url,
+    endpoint: Endpoint,
     audiences: Vec<String>,
     client_id: String,
     client_secret: String,
@@ -87,12 +87,41 @@ struct Inner {
     client: reqwest::Client,
 }
 
+/// The introspection endpoint: configured, or from the issuer's metadata.
+enum Endpoint {
+    Url(reqwest::Url),
+    Discovered(Box<Discovery>),
+}
+
+/// The endpoint as given to the builder.
+#[derive(Debug)]
+enum EndpointSetting {
+    Url(String),
+    Issuer(String),
+}
+
 impl IntrospectionStore {
     /// Starts configuring a store that asks `endpoint` about tokens for
     /// `audience` (this API's resource identifier).
     pub fn builder(endpoint: &str, audience: &str) -> IntrospectionStoreBuilder {
+        Self::configure(EndpointSetting::Url(endpoint.to_owned()), audience)
+    }
+
+    /// Starts configuring a store for `issuer`'s tokens for `audience`, at
+    /// the `introspection_endpoint` of the issuer's metadata (OpenID Connect
+    /// Discovery, else RFC 8414), whose `issuer` must be this one exactly.
+    /// Lazy, like [`JwtStoreBuilder::discover`]: nothing is fetched before
+    /// the first token, and tokens get 503 until the metadata can be had.
+    ///
+    /// [`JwtStoreBuilder::discover`]: crate::store::oauth::jwt::JwtStoreBuilder::discover
+    pub fn discover(issuer: &str, audience: &str) -> IntrospectionStoreBuilder {
+        Self::configure(EndpointSetting::Issuer(issuer.to_owned()), audience)
+    }
+
+    fn configure(endpoint: EndpointSetting, audience: &str) -> IntrospectionStoreBuilder {
         IntrospectionStoreBuilder {
-            endpoint: endpoint.to_owned(),
+            endpoint,
+            metadata_refresh: DEFAULT_METADATA_REFRESH,
             audiences: vec![audience.to_owned()],
             client_credentials: None,
             claims: ClaimMap::new("sub"),
@@ -105,16 +134,32 @@ impl IntrospectionStore {
 
     async fn introspect(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
         let inner = &*self.inner;
+        let endpoint = match &inner.endpoint {
+            Endpoint::Url(url) => url.clone(),
+            Endpoint::Discovered(discovery) => discovery
+                .metadata()
+                .await?
+                .introspection_endpoint
+                .clone()
+                .ok_or_else(|| {
+                    StoreError::new("the issuer's metadata has no introspection_endpoint")
+                })?,
+        };
         let request = inner
             .client
-            .post(inner.endpoint.clone())
+            .post(endpoint)
             .basic_auth(&inner.client_id, Some(&inner.client_secret))
             .header(http::header::ACCEPT, "application/json")
             .form(&[
                 ("token", token.secret()),
                 ("token_type_hint", "access_token"),
             ]);
-        let answer = super::fetch_json(request).await?;
+        let answer = super::fetch_json(request).await.inspect_err(|_| {
+            if let Endpoint::Discovered(discovery) = &inner.endpoint {
+                // The endpoint moved, perhaps: look again next time.
+                discovery.expire();
+            }
+        })?;
         let Some(fields) = answer.as_object() else {
             return Err(StoreError::new("introspection answer is not a JSON object"));
         };
@@ -172,7 +217,13 @@ impl CredentialStore for IntrospectionStore {
 impl fmt::Debug for IntrospectionStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IntrospectionStore")
-            .field("endpoint", &self.inner.endpoint.as_str())
+            .field(
+                "endpoint",
+                &match &self.inner.endpoint {
+                    Endpoint::Url(url) => url.as_str(),
+                    Endpoint::Discovered(_) => "(discovered)",
+                },
+            )
             .field("audiences", &self.inner.audiences)
             .field("client_id", &self.inner.client_id)
             .field("max_cache_age", &self.inner.max_cache_age)
@@ -184,7 +235,8 @@ impl fmt::Debug for IntrospectionStore {
 /// [`IntrospectionStore::builder`].
 #[must_use]
 pub struct IntrospectionStoreBuilder {
-    endpoint: String,
+    endpoint: EndpointSetting,
+    metadata_refresh: Duration,
     audiences: Vec<String>,
     client_credentials: Option<(String, String)>,
     claims: ClaimMap,
@@ -252,6 +304,13 @@ impl IntrospectionStoreBuilder {
         self
     }
 
+    /// How often discovered metadata is fetched again (default 24 h); see
+    /// [`IntrospectionStore::discover`].
+    pub fn metadata_refresh(mut self, every: Duration) -> Self {
+        self.metadata_refresh = every;
+        self
+    }
+
     /// The HTTP client, e.g. one with your TLS settings; its own timeout
     /// then applies. By default a client without redirects and with
     /// [`timeout`](Self::timeout) is built.
@@ -267,7 +326,6 @@ impl IntrospectionStoreBuilder {
     /// [`OAuthConfigError`] when the endpoint is not an http(s) URL, or the
     /// audience, client credentials or entitlement source are missing.
     pub fn build(self) -> Result<IntrospectionStore, OAuthConfigError> {
-        let endpoint = super::check_url(&self.endpoint)?;
         if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
             return Err(OAuthConfigError::Missing("audience"));
         }
@@ -280,6 +338,14 @@ impl IntrospectionStoreBuilder {
         let client = match self.client {
             Some(client) => client,
             None => super::http_client(self.timeout)?,
+        };
+        let endpoint = match &self.endpoint {
+            EndpointSetting::Url(url) => Endpoint::Url(super::check_url(url)?),
+            EndpointSetting::Issuer(issuer) => Endpoint::Discovered(Box::new(Discovery::new(
+                issuer,
+                client.clone(),
+                self.metadata_refresh,
+            )?)),
         };
         Ok(IntrospectionStore {
             inner: Arc::new(Inner {

@@ -85,7 +85,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 
-use super::{ClaimError, ClaimMap, Grant, OAuthConfigError, ScopeClaim};
+use super::{
+    ClaimError, ClaimMap, Discovery, Grant, OAuthConfigError, ScopeClaim, DEFAULT_METADATA_REFRESH,
+};
 use crate::credential::{Credential, PresentedToken};
 use crate::store::{CredentialStore, EntitlementSource, StoreError};
 
@@ -181,6 +183,7 @@ impl JwtStore {
             timeout: super::DEFAULT_HTTP_TIMEOUT,
             keys_ttl: DEFAULT_KEYS_TTL,
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            metadata_refresh: DEFAULT_METADATA_REFRESH,
         }
     }
 
@@ -328,17 +331,38 @@ pub struct JwtStoreBuilder {
     timeout: Duration,
     keys_ttl: Duration,
     refresh_interval: Duration,
+    metadata_refresh: Duration,
 }
 
 enum Source {
     Uri(String),
     Static(String),
+    Discover,
 }
 
 impl JwtStoreBuilder {
     /// Where the issuer publishes its keys (its metadata's `jwks_uri`).
     pub fn jwks_uri(mut self, uri: &str) -> Self {
         self.source = Some(Source::Uri(uri.to_owned()));
+        self
+    }
+
+    /// Takes the `jwks_uri` from the issuer's metadata (OpenID Connect
+    /// Discovery's `/.well-known/openid-configuration`, else RFC 8414's
+    /// `/.well-known/oauth-authorization-server`), whose `issuer` must be
+    /// this store's exactly. Lazy: `build` fetches nothing, so the
+    /// application starts while the issuer is down; its tokens get 503 until
+    /// the metadata and keys can be had. Refetched every
+    /// [`metadata_refresh`](Self::metadata_refresh), and when the keys can
+    /// no longer be fetched; the last good metadata is kept meanwhile.
+    pub fn discover(mut self) -> Self {
+        self.source = Some(Source::Discover);
+        self
+    }
+
+    /// How often discovered metadata is fetched again (default 24 h).
+    pub fn metadata_refresh(mut self, every: Duration) -> Self {
+        self.metadata_refresh = every;
         self
     }
 
@@ -501,14 +525,27 @@ impl JwtStoreBuilder {
                 (alg, v)
             })
             .collect();
+        let client = || match self.client.clone() {
+            Some(client) => Ok(client),
+            None => super::http_client(self.timeout),
+        };
         let (remote, current) = match self.source.ok_or(OAuthConfigError::Missing("jwks_uri"))? {
             Source::Uri(uri) => {
-                let url = super::check_url(&uri)?;
-                let client = match self.client {
-                    Some(client) => client,
-                    None => super::http_client(self.timeout)?,
-                };
-                (Some(Remote { url, client }), KeySet::default())
+                let at = KeysAt::Url(super::check_url(&uri)?);
+                (
+                    Some(Remote {
+                        at,
+                        client: client()?,
+                    }),
+                    KeySet::default(),
+                )
+            }
+            Source::Discover => {
+                let client = client()?;
+                let discovery =
+                    Discovery::new(&self.issuer, client.clone(), self.metadata_refresh)?;
+                let at = KeysAt::Discovered(Box::new(discovery));
+                (Some(Remote { at, client }), KeySet::default())
             }
             Source::Static(json) => {
                 let value = serde_json::from_str(&json)
@@ -566,8 +603,37 @@ struct Keys {
 }
 
 struct Remote {
-    url: reqwest::Url,
+    at: KeysAt,
     client: reqwest::Client,
+}
+
+/// Where the keys are: a configured `jwks_uri`, or the issuer's metadata's.
+enum KeysAt {
+    Url(reqwest::Url),
+    Discovered(Box<Discovery>),
+}
+
+impl Remote {
+    /// Fetches the key set (through discovery, if need be).
+    async fn fetch(&self, generation: u64) -> Result<KeySet, StoreError> {
+        let url = match &self.at {
+            KeysAt::Url(url) => url.clone(),
+            KeysAt::Discovered(discovery) => discovery
+                .metadata()
+                .await?
+                .jwks_uri
+                .clone()
+                .ok_or_else(|| StoreError::new("the issuer's metadata has no jwks_uri"))?,
+        };
+        let fetched = super::fetch_json(self.client.get(url))
+            .await
+            .and_then(|jwks| KeySet::from_jwks(&jwks, generation));
+        if let (Err(_), KeysAt::Discovered(discovery)) = (&fetched, &self.at) {
+            // The keys moved, perhaps: look again at the next attempt.
+            discovery.expire();
+        }
+        fetched
+    }
 }
 
 #[derive(Default)]
@@ -732,9 +798,7 @@ impl Keys {
             };
         }
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let fetched = super::fetch_json(remote.client.get(remote.url.clone()))
-            .await
-            .and_then(|jwks| KeySet::from_jwks(&jwks, latest.generation + 1));
+        let fetched = remote.fetch(latest.generation + 1).await;
         match fetched {
             Ok(set) => {
                 let set = Arc::new(set);

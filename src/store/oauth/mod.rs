@@ -47,6 +47,7 @@
 //! ```
 
 mod claims;
+mod discovery;
 #[cfg(feature = "introspection")]
 #[cfg_attr(docsrs, doc(cfg(feature = "introspection")))]
 pub mod introspection;
@@ -66,6 +67,7 @@ use crate::store::{EntitlementSource, StoreError};
 pub(crate) use claims::ClaimMap;
 #[doc(inline)]
 pub use claims::{ClaimError, ScopeClaim};
+pub(crate) use discovery::{Discovery, DEFAULT_METADATA_REFRESH};
 
 /// The default timeout of a call to the authorization server.
 pub(crate) const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(5);
