@@ -243,7 +243,7 @@ fn scopegate_jwt(
     rt: &tokio::runtime::Runtime,
     keys: MemoryStore,
 ) {
-    use scopegate::store::oauth::jwt::JwtStore;
+    use scopegate::store::oauth::jwt::{JwtIssuers, JwtStore};
     use scopegate::store::{ChainStore, CredentialStore};
 
     const ISSUER: &str = "https://auth.bench.test";
@@ -261,7 +261,7 @@ fn scopegate_jwt(
     let store = JwtStore::builder(ISSUER, AUDIENCE)
         .jwks_json(&jwks)
         .account_claim("workspace_id")
-        .entitlements(plans)
+        .entitlements(plans.clone())
         .build()
         .expect("jwt store");
     let mut header = Header::new(Algorithm::RS256);
@@ -280,6 +280,44 @@ fn scopegate_jwt(
     g.bench_function("jwt_miss_verify_rs256", |b| {
         b.iter(|| {
             rt.block_on(store.resolve(&PresentedToken::new(black_box(&token))))
+                .expect("store")
+                .expect("valid")
+        })
+    });
+
+    // The same miss through a store of three issuers: the `iss` peek and
+    // the routing are what it adds.
+    let issuers = JwtIssuers::new(
+        [
+            "https://auth-a.bench.test",
+            ISSUER,
+            "https://auth-c.bench.test",
+        ]
+        .map(|issuer| {
+            JwtStore::builder(issuer, AUDIENCE)
+                .jwks_json(&jwks)
+                .account_claim("workspace_id")
+                .entitlements(plans.clone())
+                .build()
+                .expect("jwt store")
+        }),
+    )
+    .expect("issuers");
+    // What the routing reads before any signature check, alone.
+    #[derive(serde::Deserialize)]
+    struct Unverified {
+        #[allow(dead_code)]
+        iss: String,
+    }
+    g.bench_function("jwt_iss_peek", |b| {
+        b.iter(|| {
+            jsonwebtoken::dangerous::insecure_decode_claims::<Unverified>(black_box(&token))
+                .expect("claims")
+        })
+    });
+    g.bench_function("jwt_miss_verify_rs256_3_issuers", |b| {
+        b.iter(|| {
+            rt.block_on(issuers.resolve(&PresentedToken::new(black_box(&token))))
                 .expect("store")
                 .expect("valid")
         })

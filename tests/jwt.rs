@@ -775,3 +775,104 @@ async fn stale_keys_are_refreshed_in_the_background() {
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(hits.load(Ordering::SeqCst), 2, "one background refetch");
 }
+
+/// Several issuers: each token is verified by its own issuer's store alone,
+/// and a token naming an unknown issuer makes no request at all.
+#[tokio::test]
+async fn several_issuers_each_with_its_own_keys_and_rules() {
+    use scopegate::store::oauth::jwt::JwtIssuers;
+    use scopegate::store::oauth::{OAuthConfigError, ScopeClaim};
+
+    ScopeSet::parse(["contacts:read"]).unwrap(); // as a route would
+    let (a_key, b_key) = (rs256("a"), es256());
+    let (a_url, _a_doc, a_hits) = rotating_jwks_server(json!({ "keys": [a_key.jwk()] })).await;
+    let (b_url, _b_doc, b_hits) = rotating_jwks_server(json!({ "keys": [b_key.jwk()] })).await;
+    let a = JwtStore::builder("https://a.test", AUDIENCE)
+        .jwks_uri(&a_url)
+        .account_claim("workspace_id")
+        .entitlements(plans())
+        .build()
+        .unwrap();
+    let b = JwtStore::builder("https://b.test/realms/acme", "onboardinghub")
+        .jwks_uri(&b_url)
+        .algorithms([JwsAlgorithm::ES256])
+        .accept_typ_jwt(true)
+        .scope_claims([ScopeClaim::KeycloakRealmRoles])
+        .account_claim("/org/id")
+        .entitlements(plans())
+        .build()
+        .unwrap();
+    let issuers = JwtIssuers::new([a.clone(), b.clone()]).unwrap();
+    assert_eq!(
+        JwtIssuers::new([a.clone(), a.clone()]).unwrap_err(),
+        OAuthConfigError::DuplicateIssuer("https://a.test".into())
+    );
+
+    let for_a = {
+        let mut c = claims();
+        c["iss"] = json!("https://a.test");
+        c
+    };
+    let for_b = json!({
+        "iss": "https://b.test/realms/acme", "aud": "onboardinghub", "sub": "u", "client_id": "kc",
+        "jti": "j", "iat": now(), "exp": now() + 600, "org": {"id": "ws_acme"},
+        "realm_access": {"roles": ["contacts:read"]},
+    });
+    let b_header = Header {
+        typ: Some("JWT".into()),
+        ..b_key.header()
+    };
+    let resolve = |token: String| {
+        let issuers = issuers.clone();
+        async move { issuers.resolve(&PresentedToken::new(&token)).await.unwrap() }
+    };
+    let got = resolve(a_key.sign(&for_a)).await.expect("a's token");
+    assert_eq!(scope_names(&got), ["contacts:read"]);
+    let got = resolve(b_key.sign_with(b_header.clone(), &for_b))
+        .await
+        .expect("b's token, with b's rules");
+    assert_eq!(got.account_id(), "ws_acme");
+    assert_eq!(scope_names(&got), ["contacts:read"]);
+
+    // A token naming one issuer, signed with the other's key: refused by the
+    // named issuer's store, whose keys lack it; the other is never asked.
+    let (a_before, b_before) = (a_hits.load(Ordering::SeqCst), b_hits.load(Ordering::SeqCst));
+    let mut forged = for_b.clone();
+    forged["iss"] = json!("https://a.test");
+    forged["aud"] = json!(AUDIENCE);
+    forged["workspace_id"] = json!("ws_acme");
+    assert!(resolve(b_key.sign_with(b_key.header(), &forged))
+        .await
+        .is_none());
+    assert!(
+        resolve(a_key.sign(&for_b)).await.is_none(),
+        "b's claims, a's key"
+    );
+    assert_eq!(
+        b_hits.load(Ordering::SeqCst),
+        b_before,
+        "b's keys never fetched again"
+    );
+    assert!(a_hits.load(Ordering::SeqCst) <= a_before + 1);
+
+    // 10 000 tokens naming random issuers (and unknown kids): refused, with
+    // no request at all. Their signatures are never looked at, so one real
+    // signature serves them all (signing 10 000 would take minutes in a
+    // debug build).
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let signature = a_key.sign(&for_a).rsplit('.').next().unwrap().to_owned();
+    let before = a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst);
+    for i in 0..10_000u32 {
+        let mut c = for_a.clone();
+        c["iss"] = json!(format!("https://random-{i:x}.test"));
+        let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": format!("k{i}")});
+        let token = format!("{}.{}.{signature}", b64(&header), b64(&c));
+        assert!(resolve(token).await.is_none());
+    }
+    assert_eq!(
+        a_hits.load(Ordering::SeqCst) + b_hits.load(Ordering::SeqCst),
+        before
+    );
+    assert_eq!(a.jwks_fetches() + b.jwks_fetches(), before as u64);
+}

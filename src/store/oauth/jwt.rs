@@ -149,6 +149,7 @@ pub struct JwtStore {
 }
 
 struct Inner {
+    issuer: Box<str>,
     typ: Box<str>,
     /// Whether `typ: JWT`, or no `typ`, is accepted too.
     typ_jwt: bool,
@@ -190,6 +191,11 @@ impl JwtStore {
     /// How many times the JWKS was fetched (successfully or not).
     pub fn jwks_fetches(&self) -> u64 {
         self.inner.keys.fetches.load(Ordering::Relaxed)
+    }
+
+    /// The issuer whose tokens this store verifies.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
     }
 
     async fn verify(&self, presented: &PresentedToken) -> Result<Option<Credential>, StoreError> {
@@ -263,9 +269,112 @@ impl CredentialStore for JwtStore {
     }
 }
 
+/// JWT access tokens from several issuers, each verified by its own
+/// [`JwtStore`]: its keys, audiences, claims, leeway, `typ` rule and
+/// entitlement source.
+///
+/// A token goes to the store of the issuer its `iss` names, read from the
+/// unverified payload only to choose; that store alone then verifies it,
+/// `iss` included, so no issuer's key ever verifies a token that names
+/// another. A token naming no configured issuer is refused at once, with no
+/// network call.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use scopegate::store::oauth::jwt::{JwtIssuers, JwtStore};
+/// use scopegate::store::oauth::ScopeClaim;
+/// use scopegate::{CachedStore, Gate};
+///
+/// # fn main() -> Result<(), scopegate::store::oauth::OAuthConfigError> {
+/// let plans = HashMap::from([("ws_acme".to_owned(), vec!["api-access".to_owned()])]);
+/// let realm = JwtStore::builder("https://sso.example/realms/acme", "onboardinghub-api")
+///     .discover()
+///     .accept_typ_jwt(true)
+///     .scope_claims([ScopeClaim::KeycloakRealmRoles])
+///     .entitlements(plans.clone())
+///     .build()?;
+/// let partner = JwtStore::builder("https://partner.example.com", "https://api.example.com")
+///     .discover()
+///     .entitlements(plans)
+///     .build()?;
+/// let issuers = JwtIssuers::new([realm, partner])?;
+/// assert_eq!(issuers.issuers().count(), 2);
+/// let gate = Gate::new(CachedStore::new(issuers));
+/// # let _ = gate;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct JwtIssuers {
+    by_issuer: Arc<std::collections::HashMap<Box<str>, JwtStore>>,
+}
+
+impl JwtIssuers {
+    /// One store per issuer.
+    ///
+    /// # Errors
+    ///
+    /// [`OAuthConfigError::DuplicateIssuer`] when two stores have the same
+    /// issuer; [`OAuthConfigError::Missing`] when there are none.
+    pub fn new(stores: impl IntoIterator<Item = JwtStore>) -> Result<Self, OAuthConfigError> {
+        let mut by_issuer = std::collections::HashMap::new();
+        for store in stores {
+            let issuer: Box<str> = store.issuer().into();
+            if by_issuer.contains_key(&issuer) {
+                return Err(OAuthConfigError::DuplicateIssuer(issuer.into()));
+            }
+            by_issuer.insert(issuer, store);
+        }
+        if by_issuer.is_empty() {
+            return Err(OAuthConfigError::Missing("issuers"));
+        }
+        Ok(JwtIssuers {
+            by_issuer: Arc::new(by_issuer),
+        })
+    }
+
+    /// The issuers, in no particular order.
+    pub fn issuers(&self) -> impl Iterator<Item = &str> {
+        self.by_issuer.keys().map(|issuer| &**issuer)
+    }
+
+    /// The store for `issuer`, if configured.
+    pub fn get(&self, issuer: &str) -> Option<&JwtStore> {
+        self.by_issuer.get(issuer)
+    }
+}
+
+/// The only claim read before a signature is checked: which issuer to ask.
+#[derive(Deserialize)]
+struct Unverified {
+    iss: String,
+}
+
+#[async_trait]
+impl CredentialStore for JwtIssuers {
+    async fn resolve(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+        let Ok(unverified) =
+            jsonwebtoken::dangerous::insecure_decode_claims::<Unverified>(token.secret())
+        else {
+            return refused("malformed or no iss");
+        };
+        match self.by_issuer.get(unverified.iss.as_str()) {
+            Some(store) => store.verify(token).await,
+            None => refused("unknown issuer"),
+        }
+    }
+}
+
+impl fmt::Debug for JwtIssuers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.by_issuer.values()).finish()
+    }
+}
+
 impl fmt::Debug for JwtStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtStore")
+            .field("issuer", &self.inner.issuer)
             .field("typ", &self.inner.typ)
             .field("claims", &self.inner.claims)
             .field("jwks_fetches", &self.jwks_fetches())
@@ -557,6 +666,7 @@ impl JwtStoreBuilder {
         };
         Ok(JwtStore {
             inner: Arc::new(Inner {
+                issuer: self.issuer.as_str().into(),
                 typ: self.typ,
                 typ_jwt: self.typ_jwt,
                 validations,

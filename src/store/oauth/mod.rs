@@ -91,6 +91,8 @@ pub enum OAuthConfigError {
     InvalidJwks(String),
     /// The default HTTP client could not be built (its TLS backend failed).
     HttpClient(String),
+    /// Two stores of a [`JwtIssuers`](jwt::JwtIssuers) have this issuer.
+    DuplicateIssuer(String),
 }
 
 impl fmt::Display for OAuthConfigError {
@@ -103,6 +105,9 @@ impl fmt::Display for OAuthConfigError {
             OAuthConfigError::OutOfRange(what) => write!(f, "{what} is out of range"),
             OAuthConfigError::InvalidJwks(why) => write!(f, "invalid JWKS: {why}"),
             OAuthConfigError::HttpClient(why) => write!(f, "cannot build the HTTP client: {why}"),
+            OAuthConfigError::DuplicateIssuer(issuer) => {
+                write!(f, "issuer {issuer:?} is configured twice")
+            }
         }
     }
 }
