@@ -54,6 +54,8 @@ fn insufficient_scope(scope: &str) -> String {
 struct AuthServer {
     issuer: String,
     other_issuer: String,
+    /// A third issuer with a path (`…/realms/acme`), mounted like Keycloak's.
+    realm_issuer: String,
     child: Child,
     http: reqwest::Client,
 }
@@ -96,6 +98,7 @@ impl AuthServer {
         Some(AuthServer {
             issuer: urls["issuer"].as_str().expect("issuer").to_owned(),
             other_issuer: urls["other_issuer"].as_str().expect("other").to_owned(),
+            realm_issuer: urls["realm_issuer"].as_str().expect("realm").to_owned(),
             child,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -120,6 +123,21 @@ impl AuthServer {
     }
 
     /// The same from the second issuer, which signs with the same keys.
+    /// A client-credentials token of `client` from the issuer with a path.
+    async fn realm_token(&self, client: &str, scope: &str, resource: &str) -> String {
+        token_request(
+            &self.http,
+            &self.realm_issuer,
+            client,
+            &[
+                ("grant_type", "client_credentials"),
+                ("scope", scope),
+                ("resource", resource),
+            ],
+        )
+        .await
+    }
+
     async fn other_issuer_token(&self) -> String {
         token_request(
             &self.http,
@@ -629,6 +647,34 @@ async fn a_rotated_key_is_accepted_within_the_examples_refresh_interval() {
         "{accepted:?}"
     );
     assert_eq!(auth.jwks_fetches().await, 2, "one refresh for the new kid");
+}
+
+/// The example given only an issuer with a path (`…/realms/acme`): its JWKS
+/// and introspection endpoint are discovered from the metadata under that
+/// path, and both kinds of token work; the root issuer's tokens do not.
+#[tokio::test]
+async fn the_example_discovers_an_issuer_with_a_path() {
+    let Some(auth) = AuthServer::start() else {
+        return;
+    };
+    let oauth = app::OAuth::new(&auth.realm_issuer, Some("onboardinghub-api-secret"));
+    assert!(oauth.jwks_uri.is_none() && oauth.introspection_endpoint.is_none());
+    let server = auth.example(&oauth).await;
+    let jwt = auth.realm_token("crm-sync", "contacts:read", API).await;
+    assert_eq!(split(&jwt).1["iss"], auth.realm_issuer.as_str());
+    assert_eq!(server.get(CONTACTS, &jwt).await.status, 200);
+    let reply = server.call(Method::POST, CONTACTS, &jwt, "{}").await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.body, insufficient_scope("contacts:write"));
+    let opaque = auth
+        .realm_token("crm-sync", "contacts:read", API_OPAQUE)
+        .await;
+    assert_eq!(server.get(CONTACTS, &opaque).await.status, 200);
+    // The root issuer shares nothing with the realm: its token is refused.
+    let root = auth
+        .client_credentials("crm-sync", "contacts:read", API)
+        .await;
+    assert_invalid_token(&server.get(CONTACTS, &root).await, "another issuer");
 }
 
 #[tokio::test]

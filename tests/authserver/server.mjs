@@ -4,9 +4,10 @@
 // resource indicators), opaque tokens with introspection (RFC 7662) and
 // revocation, client credentials and the authorization code grant.
 //
-// Started by tests/oauth.rs: `node server.mjs`. It listens on two ephemeral
-// loopback ports (the issuer, and a second issuer that shares its signing
-// keys, for the wrong-issuer test), prints one JSON line with their URLs,
+// Started by tests/oauth.rs: `node server.mjs`. It listens on three ephemeral
+// loopback ports (the issuer; a second issuer that shares its signing keys,
+// for the wrong-issuer test; and a third whose issuer has a path, for
+// discovery), prints one JSON line with their URLs,
 // and exits when its stdin closes (when the test process ends).
 //
 // Test-only admin routes on the issuer's port, outside the provider:
@@ -111,11 +112,27 @@ function listen(handler) {
 
 const main = { current: null };
 const other = { current: null };
+const pathed = { current: null };
 const issuer = await listen(main);
 const otherIssuer = await listen(other);
+// A third issuer with a path, as Keycloak's realms have: the provider is
+// mounted under it, the way express mounts it (originalUrl keeps the path).
+const REALM = '/realms/acme';
+const realmIssuer = `${await listen(pathed)}${REALM}`;
 
 let oidc = provider(issuer).callback();
 other.current = provider(otherIssuer).callback();
+const realm = provider(realmIssuer).callback();
+pathed.current = (req, res) => {
+  if (!req.url.startsWith(`${REALM}/`)) {
+    res.statusCode = 404;
+    res.end();
+    return;
+  }
+  req.originalUrl = req.url;
+  req.url = req.url.slice(REALM.length);
+  realm(req, res);
+};
 
 main.current = (req, res) => {
   if (req.url === '/admin/rotate' && req.method === 'POST') {
@@ -132,7 +149,7 @@ main.current = (req, res) => {
   oidc(req, res);
 };
 
-process.stdout.write(`${JSON.stringify({ issuer, other_issuer: otherIssuer })}\n`);
+process.stdout.write(`${JSON.stringify({ issuer, other_issuer: otherIssuer, realm_issuer: realmIssuer })}\n`);
 process.stdin.on('end', () => process.exit(0));
 process.stdin.on('close', () => process.exit(0));
 process.stdin.resume();
