@@ -169,6 +169,20 @@ impl fmt::Debug for ScopeClaim {
     }
 }
 
+/// Whether `value` (a string, or an array of strings, as `aud` may be)
+/// holds one of `accepted`.
+pub(crate) fn holds_one_of(value: &Value, accepted: &[String]) -> bool {
+    let one = |value: &Value| {
+        value
+            .as_str()
+            .is_some_and(|v| accepted.iter().any(|a| a == v))
+    };
+    match value {
+        Value::Array(values) => values.iter().any(one),
+        value => one(value),
+    }
+}
+
 /// The value at an RFC 6901 JSON pointer into `claims`: `/a/b`.
 fn pointer<'a>(claims: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
     let rest = path.strip_prefix('/')?;

@@ -166,15 +166,9 @@ impl IntrospectionStore {
         if fields.get("active") != Some(&Value::Bool(true)) {
             return Ok(None);
         }
-        let accepted = |aud: &Value| {
-            aud.as_str()
-                .is_some_and(|aud| inner.audiences.iter().any(|a| a == aud))
-        };
-        let audience_ok = match fields.get("aud") {
-            Some(Value::Array(auds)) => auds.iter().any(accepted),
-            Some(aud) => accepted(aud),
-            None => false,
-        };
+        let audience_ok = fields
+            .get("aud")
+            .is_some_and(|aud| super::holds_one_of(aud, &inner.audiences));
         let bearer = fields
             .get("token_type")
             .is_none_or(|t| t.as_str().is_some_and(|t| t.eq_ignore_ascii_case("bearer")));

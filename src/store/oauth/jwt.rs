@@ -400,15 +400,11 @@ fn refused_claim(_error: &ClaimError) -> Result<Option<Credential>, StoreError> 
 /// Cognito): an `aud`, if there is one, must hold one of `audiences`; if
 /// there is none, `client_id` must be one of them.
 fn audience_or_client_id(claims: &Map<String, Value>, audiences: &[String]) -> bool {
-    let accepted = |value: &Value| {
-        value
-            .as_str()
-            .is_some_and(|v| audiences.iter().any(|a| a == v))
-    };
     match claims.get("aud") {
-        Some(Value::Array(auds)) => auds.iter().any(accepted),
-        Some(aud) => accepted(aud),
-        None => claims.get("client_id").is_some_and(accepted),
+        Some(aud) => super::holds_one_of(aud, audiences),
+        None => claims
+            .get("client_id")
+            .is_some_and(|client| client.is_string() && super::holds_one_of(client, audiences)),
     }
 }
 

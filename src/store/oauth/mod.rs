@@ -64,7 +64,7 @@ use crate::credential::{Credential, CredentialKind};
 use crate::scope::ScopeSet;
 use crate::store::{EntitlementSource, StoreError};
 
-pub(crate) use claims::ClaimMap;
+pub(crate) use claims::{holds_one_of, ClaimMap};
 #[doc(inline)]
 pub use claims::{ClaimError, ScopeClaim};
 pub(crate) use discovery::{Discovery, DEFAULT_METADATA_REFRESH};
