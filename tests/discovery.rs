@@ -205,12 +205,10 @@ async fn an_issuer_down_at_startup_is_503_until_it_answers() {
         .layer(service_fn(|_req: Request<String>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
         }));
+    let authorization = format!("Bearer {}", token(&fixture.realm()));
     let send = || {
         let request = Request::get("/api/v1/contacts")
-            .header(
-                "authorization",
-                format!("Bearer {}", token(&fixture.realm())),
-            )
+            .header("authorization", &authorization)
             .body(String::new())
             .unwrap();
         service.clone().oneshot(request)
