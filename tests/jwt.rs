@@ -881,3 +881,72 @@ async fn several_issuers_each_with_its_own_keys_and_rules() {
     );
     assert_eq!(a.jwks_fetches() + b.jwks_fetches(), before as u64);
 }
+
+/// The claims presets need: the client in `azp` (Keycloak, Auth0, Entra
+/// v2) or `cid` (Okta), and a token id in `uti` (Entra) or none (Auth0).
+#[tokio::test]
+async fn the_client_and_token_id_come_from_where_configured() {
+    use scopegate::CredentialKind;
+    let rsa = rs256("rsa");
+    let mut keycloak = claims();
+    keycloak.as_object_mut().unwrap().remove("client_id");
+    keycloak["azp"] = json!("kc-app");
+    let strict = builder(&[&rsa]).build().unwrap();
+    assert!(
+        verdict(&strict, &rsa.sign(&keycloak)).await.is_none(),
+        "no client_id"
+    );
+    let azp = builder(&[&rsa])
+        .client_id_claims(["client_id", "azp"])
+        .build()
+        .unwrap();
+    let credential = verdict(&azp, &rsa.sign(&keycloak)).await.unwrap();
+    assert_eq!(
+        credential.kind(),
+        &CredentialKind::OAuthClient {
+            client_id: "kc-app".into()
+        }
+    );
+    // `client_id` first, when both are there.
+    let credential = verdict(&azp, &rsa.sign(&claims())).await.unwrap();
+    assert_eq!(
+        credential.kind(),
+        &CredentialKind::OAuthClient {
+            client_id: "app_1".into()
+        }
+    );
+
+    let mut entra = claims();
+    entra.as_object_mut().unwrap().remove("jti");
+    entra["uti"] = json!("uti_1");
+    assert!(
+        verdict(&strict, &rsa.sign(&entra)).await.is_none(),
+        "no jti"
+    );
+    let uti = builder(&[&rsa])
+        .token_id_claims(["jti", "uti"])
+        .build()
+        .unwrap();
+    assert_eq!(
+        verdict(&uti, &rsa.sign(&entra)).await.unwrap().id(),
+        "uti_1"
+    );
+
+    let mut auth0 = claims();
+    auth0.as_object_mut().unwrap().remove("jti");
+    assert!(verdict(&uti, &rsa.sign(&auth0)).await.is_none());
+    let optional = builder(&[&rsa])
+        .allow_missing_token_id(true)
+        .build()
+        .unwrap();
+    let token = rsa.sign(&auth0);
+    let [a, b, c, d, ..] = *scopegate::credential::TokenHash::of(&token).as_bytes();
+    assert_eq!(
+        verdict(&optional, &token).await.unwrap().id(),
+        format!("jwt_{a:02x}{b:02x}{c:02x}{d:02x}")
+    );
+    // A `jti` of the wrong type is still refused.
+    let mut wrong = claims();
+    wrong["jti"] = json!(7);
+    assert!(verdict(&optional, &rsa.sign(&wrong)).await.is_none());
+}

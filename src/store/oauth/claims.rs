@@ -60,6 +60,8 @@ pub enum ScopeClaim {
     Custom(Arc<ScopeFn>),
 }
 
+const MISSING: &str = "missing";
+
 /// A claim the store needs could not be read; the token is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClaimError {
@@ -79,6 +81,12 @@ impl ClaimError {
     /// The claim, as configured.
     pub fn claim(&self) -> &str {
         &self.claim
+    }
+
+    /// Whether the claim is absent (rather than of the wrong shape).
+    #[cfg(feature = "jwt")]
+    pub(crate) fn is_missing(&self) -> bool {
+        self.problem == MISSING
     }
 }
 
@@ -169,6 +177,25 @@ impl fmt::Debug for ScopeClaim {
     }
 }
 
+/// The first of `names` that `claims` has, which must be a non-empty
+/// string; the first name is reported when none is there.
+pub(crate) fn first_string<'a>(
+    claims: &'a Map<String, Value>,
+    names: &[Box<str>],
+) -> Result<&'a str, ClaimError> {
+    for name in names {
+        match claims.get(&**name) {
+            None => continue,
+            Some(Value::String(value)) if !value.is_empty() => return Ok(value),
+            Some(_) => return Err(ClaimError::new(&**name, "not a non-empty string")),
+        }
+    }
+    Err(ClaimError::new(
+        names.first().map_or("", |name| &**name),
+        MISSING,
+    ))
+}
+
 /// Whether `value` (a string, or an array of strings, as `aud` may be)
 /// holds one of `accepted`.
 pub(crate) fn holds_one_of(value: &Value, accepted: &[String]) -> bool {
@@ -201,6 +228,9 @@ pub(crate) struct ClaimMap {
     pub(crate) scopes: Vec<ScopeClaim>,
     /// A claim name, or a JSON pointer when it starts with `/`.
     pub(crate) account: Box<str>,
+    /// The claims that may name the client, in order: the first present
+    /// one does.
+    pub(crate) client: Vec<Box<str>>,
 }
 
 impl ClaimMap {
@@ -208,7 +238,14 @@ impl ClaimMap {
         ClaimMap {
             scopes: vec![ScopeClaim::Scope],
             account: account.into(),
+            client: vec!["client_id".into()],
         }
+    }
+
+    /// The client: the first of the client claims the token has, a
+    /// non-empty string.
+    pub(crate) fn client<'a>(&self, claims: &'a Map<String, Value>) -> Result<&'a str, ClaimError> {
+        first_string(claims, &self.client)
     }
 
     /// The scopes of every source, those this process knows.
@@ -236,7 +273,7 @@ impl ClaimMap {
             claims.get(account)
         };
         match value {
-            None => Err(ClaimError::new(account, "missing")),
+            None => Err(ClaimError::new(account, MISSING)),
             Some(Value::String(id)) if !id.is_empty() => Ok(id),
             Some(_) => Err(ClaimError::new(account, "not a non-empty string")),
         }

@@ -263,6 +263,17 @@ impl IntrospectionStoreBuilder {
         self
     }
 
+    /// The fields that may name the client, tried in order (default
+    /// `client_id`, as RFC 7662 says).
+    pub fn client_id_claims<I>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.claims.client = claims.into_iter().map(|c| c.as_ref().into()).collect();
+        self
+    }
+
     /// The audiences to accept, replacing the one given to
     /// [`IntrospectionStore::builder`]: the answer's `aud` (a string or an
     /// array) must hold at least one.

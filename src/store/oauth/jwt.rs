@@ -161,6 +161,11 @@ struct Inner {
     client_id_audiences: Option<Vec<String>>,
     leeway: u64,
     claims: ClaimMap,
+    /// The claims that may hold the token's id, in order (RFC 9068: `jti`).
+    token_id: Vec<Box<str>>,
+    /// Whether a token without any of them is accepted, with an id made of
+    /// its hash.
+    token_id_optional: bool,
     entitlements: Arc<dyn EntitlementSource>,
     keys: Arc<Keys>,
 }
@@ -179,6 +184,8 @@ impl JwtStore {
             typ_jwt: false,
             leeway: DEFAULT_LEEWAY,
             claims: ClaimMap::new("sub"),
+            token_id: vec!["jti".into()],
+            token_id_optional: false,
             entitlements: None,
             client: None,
             timeout: super::DEFAULT_HTTP_TIMEOUT,
@@ -246,10 +253,16 @@ impl JwtStore {
                 return refused("InvalidAudience");
             }
         }
-        let Some(jti) = claims.get("jti").and_then(Value::as_str) else {
-            return refused("jti missing");
+        let id = match super::first_string(&claims, &inner.token_id) {
+            Ok(id) => id.to_owned(),
+            Err(missing) if missing.is_missing() && inner.token_id_optional => {
+                // What logs show of the token anyway: its hash's prefix.
+                let [a, b, c, d, ..] = *presented.hash().as_bytes();
+                format!("jwt_{a:02x}{b:02x}{c:02x}{d:02x}")
+            }
+            Err(error) => return refused_claim(&error),
         };
-        let mut grant = match Grant::from_claims(jti.to_owned(), &claims, &inner.claims) {
+        let mut grant = match Grant::from_claims(id, &claims, &inner.claims) {
             Ok(grant) => grant,
             Err(error) => return refused_claim(&error),
         };
@@ -431,6 +444,8 @@ pub struct JwtStoreBuilder {
     typ_jwt: bool,
     leeway: Duration,
     claims: ClaimMap,
+    token_id: Vec<Box<str>>,
+    token_id_optional: bool,
     entitlements: Option<Arc<dyn EntitlementSource>>,
     client: Option<reqwest::Client>,
     timeout: Duration,
@@ -545,6 +560,39 @@ impl JwtStoreBuilder {
     /// space-separated `scope` of RFC 9068). Several sources are combined.
     pub fn scope_claims(mut self, sources: impl IntoIterator<Item = ScopeClaim>) -> Self {
         self.claims.scopes = sources.into_iter().collect();
+        self
+    }
+
+    /// The claims that may name the client, tried in order (default
+    /// `client_id`, as RFC 9068 says): `azp` for Keycloak, Auth0 and Entra
+    /// ID, `cid` for Okta, `appid` for Entra ID v1 tokens. The first present
+    /// one must be a non-empty string.
+    pub fn client_id_claims<I>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.claims.client = claims.into_iter().map(|c| c.as_ref().into()).collect();
+        self
+    }
+
+    /// The claims that may hold the token's id, the credential's id, tried
+    /// in order (default `jti`, as RFC 9068 says; Entra ID has `uti`).
+    pub fn token_id_claims<I>(mut self, claims: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.token_id = claims.into_iter().map(|c| c.as_ref().into()).collect();
+        self
+    }
+
+    /// Accepts tokens with none of the [`token_id_claims`](Self::token_id_claims)
+    /// (Auth0's default profile has no `jti`); their credential's id is then
+    /// `jwt_` and the first 4 bytes of the token's hash, as logs show it.
+    /// Off by default.
+    pub fn allow_missing_token_id(mut self, allow: bool) -> Self {
+        self.token_id_optional = allow;
         self
     }
 
@@ -669,6 +717,8 @@ impl JwtStoreBuilder {
                 client_id_audiences: self.client_id_audience.then_some(self.audiences.clone()),
                 leeway,
                 claims: self.claims,
+                token_id: self.token_id,
+                token_id_optional: self.token_id_optional,
                 entitlements,
                 keys: Arc::new(Keys {
                     remote,

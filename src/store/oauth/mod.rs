@@ -64,6 +64,8 @@ use crate::credential::{Credential, CredentialKind};
 use crate::scope::ScopeSet;
 use crate::store::{EntitlementSource, StoreError};
 
+#[cfg(feature = "jwt")]
+pub(crate) use claims::first_string;
 pub(crate) use claims::{holds_one_of, ClaimMap};
 #[doc(inline)]
 pub use claims::{ClaimError, ScopeClaim};
@@ -169,17 +171,13 @@ pub(crate) struct Grant {
 
 impl Grant {
     /// Reads the fields RFC 9068 and RFC 7662 share from `claims`: the
-    /// scopes and the account where `map` says, `client_id`, and `exp`.
+    /// scopes, the account and the client where `map` says, and `exp`.
     pub(crate) fn from_claims(
         id: String,
         claims: &Map<String, Value>,
         map: &ClaimMap,
     ) -> Result<Grant, ClaimError> {
-        let client_id = match claims.get("client_id") {
-            Some(Value::String(client)) if !client.is_empty() => client.clone(),
-            Some(_) => return Err(ClaimError::new("client_id", "not a non-empty string")),
-            None => return Err(ClaimError::new("client_id", "missing")),
-        };
+        let client_id = map.client(claims)?.to_owned();
         Ok(Grant {
             id,
             client_id,
