@@ -241,6 +241,8 @@ pub struct IntrospectionStoreBuilder {
 }
 
 impl IntrospectionStoreBuilder {
+    claim_setters!();
+
     /// The API's own client id and secret at the authorization server, sent
     /// with HTTP Basic authentication (`client_secret_basic`). Required.
     pub fn client_credentials(mut self, client_id: &str, client_secret: &str) -> Self {
@@ -253,39 +255,6 @@ impl IntrospectionStoreBuilder {
     /// non-empty string; otherwise the token is refused.
     pub fn account_field(mut self, field: &str) -> Self {
         self.claims.account = field.into();
-        self
-    }
-
-    /// Where the scopes come from (default: [`ScopeClaim::Scope`], RFC
-    /// 7662's space-separated `scope`). Several sources are combined.
-    pub fn scope_claims(mut self, sources: impl IntoIterator<Item = ScopeClaim>) -> Self {
-        self.claims.scopes = sources.into_iter().collect();
-        self
-    }
-
-    /// The fields that may name the client, tried in order (default
-    /// `client_id`, as RFC 7662 says).
-    pub fn client_id_claims<I>(mut self, claims: I) -> Self
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        self.claims.client = claims.into_iter().map(|c| c.as_ref().into()).collect();
-        self
-    }
-
-    /// The audiences to accept, replacing the one given to
-    /// [`IntrospectionStore::builder`]: the answer's `aud` (a string or an
-    /// array) must hold at least one.
-    pub fn audiences<I>(mut self, audiences: I) -> Self
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        self.audiences = audiences
-            .into_iter()
-            .map(|a| a.as_ref().to_owned())
-            .collect();
         self
     }
 

@@ -461,6 +461,8 @@ enum Source {
 }
 
 impl JwtStoreBuilder {
+    claim_setters!();
+
     /// Where the issuer publishes its keys (its metadata's `jwks_uri`).
     pub fn jwks_uri(mut self, uri: &str) -> Self {
         self.source = Some(Source::Uri(uri.to_owned()));
@@ -522,21 +524,6 @@ impl JwtStoreBuilder {
         self
     }
 
-    /// The audiences to accept, replacing the one given to
-    /// [`JwtStore::builder`]: a token's `aud` (a string or an array) must
-    /// hold at least one.
-    pub fn audiences<I>(mut self, audiences: I) -> Self
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        self.audiences = audiences
-            .into_iter()
-            .map(|a| a.as_ref().to_owned())
-            .collect();
-        self
-    }
-
     /// For issuers whose access tokens carry no `aud` and name the client in
     /// `client_id` instead (Amazon Cognito): a token without `aud` is
     /// accepted when its `client_id` is one of the audiences. A token with
@@ -556,26 +543,6 @@ impl JwtStoreBuilder {
         self
     }
 
-    /// Where the scopes come from (default: [`ScopeClaim::Scope`], the
-    /// space-separated `scope` of RFC 9068). Several sources are combined.
-    pub fn scope_claims(mut self, sources: impl IntoIterator<Item = ScopeClaim>) -> Self {
-        self.claims.scopes = sources.into_iter().collect();
-        self
-    }
-
-    /// The claims that may name the client, tried in order (default
-    /// `client_id`, as RFC 9068 says): `azp` for Keycloak, Auth0 and Entra
-    /// ID, `cid` for Okta, `appid` for Entra ID v1 tokens. The first present
-    /// one must be a non-empty string.
-    pub fn client_id_claims<I>(mut self, claims: I) -> Self
-    where
-        I: IntoIterator,
-        I::Item: AsRef<str>,
-    {
-        self.claims.client = claims.into_iter().map(|c| c.as_ref().into()).collect();
-        self
-    }
-
     /// The claims that may hold the token's id, the credential's id, tried
     /// in order (default `jti`, as RFC 9068 says; Entra ID has `uti`).
     pub fn token_id_claims<I>(mut self, claims: I) -> Self
@@ -583,7 +550,7 @@ impl JwtStoreBuilder {
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        self.token_id = claims.into_iter().map(|c| c.as_ref().into()).collect();
+        self.token_id = super::names(claims);
         self
     }
 

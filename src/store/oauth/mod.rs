@@ -46,6 +46,48 @@
 //! # fn main() {}
 //! ```
 
+/// The claim setters the JWT and introspection builders share; both have
+/// `claims: ClaimMap` and `audiences: Vec<String>`.
+macro_rules! claim_setters {
+    () => {
+        /// Where the scopes come from (default: [`ScopeClaim::Scope`], the
+        /// space-separated `scope` of RFC 9068 and RFC 7662). Several
+        /// sources are combined.
+        pub fn scope_claims(mut self, sources: impl IntoIterator<Item = ScopeClaim>) -> Self {
+            self.claims.scopes = sources.into_iter().collect();
+            self
+        }
+
+        /// The claims that may name the client, tried in order (default
+        /// `client_id`, as RFC 9068 and RFC 7662 say): `azp` for Keycloak,
+        /// Auth0 and Entra ID, `cid` for Okta, `appid` for Entra ID v1
+        /// tokens. The first present one must be a non-empty string.
+        pub fn client_id_claims<I>(mut self, claims: I) -> Self
+        where
+            I: IntoIterator,
+            I::Item: AsRef<str>,
+        {
+            self.claims.client = super::names(claims);
+            self
+        }
+
+        /// The audiences to accept, replacing the one given to the
+        /// builder's constructor: `aud` (a string or an array) must hold at
+        /// least one.
+        pub fn audiences<I>(mut self, audiences: I) -> Self
+        where
+            I: IntoIterator,
+            I::Item: AsRef<str>,
+        {
+            self.audiences = audiences
+                .into_iter()
+                .map(|a| a.as_ref().to_owned())
+                .collect();
+            self
+        }
+    };
+}
+
 mod claims;
 mod discovery;
 #[cfg(feature = "introspection")]
@@ -210,6 +252,15 @@ impl Grant {
             None => credential,
         })
     }
+}
+
+/// Claim names, as builders take them.
+pub(crate) fn names<I>(names: I) -> Vec<Box<str>>
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    names.into_iter().map(|n| n.as_ref().into()).collect()
 }
 
 /// Seconds since the Unix epoch.
