@@ -57,9 +57,10 @@ enum Keys {
 #[cfg(all(feature = "jwt", feature = "introspection"))]
 #[derive(Clone)]
 pub struct OAuth {
-    /// The issuer, exactly as in its tokens' `iss`.
-    pub issuer: String,
-    /// This API's resource identifier: the tokens' `aud`.
+    /// The issuer and the shape of its tokens.
+    pub provider: scopegate::store::oauth::provider::Provider,
+    /// This API's resource identifier: the tokens' `aud` (for Cognito, the
+    /// app client id).
     pub audience: String,
     /// The issuer's JWKS; `None`: from its metadata.
     pub jwks_uri: Option<String>,
@@ -73,7 +74,11 @@ pub struct OAuth {
     pub account_claim: String,
     /// Where the scopes are.
     pub scope_claims: Vec<scopegate::store::oauth::ScopeClaim>,
-    /// Whether JWTs with `typ: JWT`, or none, are accepted.
+    /// Only scope names with this prefix count, without it (Cognito's
+    /// `{resource server}/{scope}`).
+    pub scope_prefix: Option<String>,
+    /// Whether JWTs with `typ: JWT`, or none, are accepted even where the
+    /// provider's preset does not.
     pub accept_typ_jwt: bool,
     /// Least time between JWKS refreshes caused by unknown `kid`s.
     pub refresh_interval: std::time::Duration,
@@ -86,7 +91,7 @@ pub struct OAuth {
 impl std::fmt::Debug for OAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OAuth")
-            .field("issuer", &self.issuer)
+            .field("provider", &self.provider)
             .field("audience", &self.audience)
             .field("client_id", &self.client_id)
             .field("account_claim", &self.account_claim)
@@ -97,23 +102,37 @@ impl std::fmt::Debug for OAuth {
 
 #[cfg(all(feature = "jwt", feature = "introspection"))]
 impl OAuth {
-    /// The settings for `issuer` with the reference API's defaults:
-    /// endpoints by discovery, the audience
+    /// The settings for an RFC 9068 `issuer` with the reference API's
+    /// defaults: endpoints by discovery, the audience
     /// `https://api.onboardinghub.test`, the client `onboardinghub-api`,
     /// scopes in `scope`, and the workspace in `workspace_id`.
     pub fn new(issuer: &str, client_secret: Option<&str>) -> Self {
+        let provider = scopegate::store::oauth::provider::Provider::rfc9068(issuer);
         OAuth {
-            issuer: issuer.to_owned(),
+            account_claim: "workspace_id".to_owned(),
+            ..OAuth::for_provider(provider, client_secret)
+        }
+    }
+
+    /// The settings for `provider`'s tokens: its preset's scope and account
+    /// claims, and otherwise as [`OAuth::new`].
+    pub fn for_provider(
+        provider: scopegate::store::oauth::provider::Provider,
+        client_secret: Option<&str>,
+    ) -> Self {
+        OAuth {
             audience: "https://api.onboardinghub.test".to_owned(),
             jwks_uri: None,
             introspection_endpoint: None,
             client_id: "onboardinghub-api".to_owned(),
             client_secret: client_secret.map(str::to_owned),
-            account_claim: "workspace_id".to_owned(),
-            scope_claims: vec![scopegate::store::oauth::ScopeClaim::Scope],
+            account_claim: provider.account_claim().to_owned(),
+            scope_claims: provider.scope_claims(),
+            scope_prefix: None,
             accept_typ_jwt: false,
             refresh_interval: std::time::Duration::from_secs(10),
             introspection_max_age: std::time::Duration::from_secs(30),
+            provider,
         }
     }
 
@@ -125,37 +144,42 @@ impl OAuth {
         keys: impl scopegate::store::CredentialStore + 'static,
         plans: impl scopegate::store::EntitlementSource + 'static,
     ) -> Result<ChainStore, scopegate::store::oauth::OAuthConfigError> {
-        use scopegate::store::oauth::{introspection::IntrospectionStore, jwt::JwtStore};
+        use scopegate::store::oauth::introspection::IntrospectionStore;
         let plans = Arc::new(plans);
-        let jwt = JwtStore::builder(&self.issuer, &self.audience);
-        let jwt = match &self.jwks_uri {
-            Some(uri) => jwt.jwks_uri(uri),
-            None => jwt.discover(),
-        };
-        let jwt = jwt
+        let mut jwt = self
+            .provider
+            .jwt(&self.audience)
             .account_claim(&self.account_claim)
             .scope_claims(self.scope_claims.clone())
-            .accept_typ_jwt(self.accept_typ_jwt)
             .refresh_interval(self.refresh_interval)
             .leeway(std::time::Duration::from_secs(5))
-            .entitlements(Arc::clone(&plans))
-            .build()?;
-        let chain = ChainStore::new().api_keys(keys).jwt(jwt);
+            .entitlements(Arc::clone(&plans));
+        if let Some(uri) = &self.jwks_uri {
+            jwt = jwt.jwks_uri(uri);
+        }
+        if let Some(prefix) = &self.scope_prefix {
+            jwt = jwt.scope_prefix(prefix);
+        }
+        if self.accept_typ_jwt {
+            jwt = jwt.accept_typ_jwt(true);
+        }
+        let chain = ChainStore::new().api_keys(keys).jwt(jwt.build()?);
         let Some(secret) = &self.client_secret else {
             return Ok(chain);
         };
-        let opaque = match &self.introspection_endpoint {
+        let mut opaque = match &self.introspection_endpoint {
             Some(endpoint) => IntrospectionStore::builder(endpoint, &self.audience),
-            None => IntrospectionStore::discover(&self.issuer, &self.audience),
-        };
-        let opaque = opaque
-            .client_credentials(&self.client_id, secret)
-            .account_field(&self.account_claim)
-            .scope_claims(self.scope_claims.clone())
-            .max_cache_age(self.introspection_max_age)
-            .entitlements(plans)
-            .build()?;
-        Ok(chain.opaque(opaque))
+            None => IntrospectionStore::discover(self.provider.issuer(), &self.audience),
+        }
+        .client_credentials(&self.client_id, secret)
+        .account_field(&self.account_claim)
+        .scope_claims(self.scope_claims.clone())
+        .max_cache_age(self.introspection_max_age)
+        .entitlements(plans);
+        if let Some(prefix) = &self.scope_prefix {
+            opaque = opaque.scope_prefix(prefix);
+        }
+        Ok(chain.opaque(opaque.build()?))
     }
 }
 

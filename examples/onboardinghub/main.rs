@@ -10,12 +10,16 @@
 //! OAuth 2.0 access tokens next to API keys (features `jwt` and
 //! `introspection`): set `OAUTH_ISSUER` to the issuer's URL; its keys and
 //! introspection endpoint are discovered from its metadata. Optional:
-//! `OAUTH_AUDIENCE` (default `https://api.onboardinghub.test`),
-//! `OAUTH_CLIENT_SECRET` (and `OAUTH_CLIENT_ID`, default `onboardinghub-api`)
-//! to introspect opaque tokens, `OAUTH_SCOPE_CLAIMS` (comma-separated
-//! sources: `scope`, `scp`, `permissions`, `roles`, `realm_access`,
-//! `resource_access:<client>`, or a JSON pointer), `OAUTH_ACCOUNT_CLAIM` (a
-//! claim name or a JSON pointer, default `workspace_id`), and
+//! `OAUTH_PROVIDER` (`keycloak`, `auth0`, `entra`, `okta`, `cognito`: the
+//! preset for its tokens' shape; README has a section on each),
+//! `OAUTH_AUDIENCE` (default `https://api.onboardinghub.test`; for Cognito,
+//! the app client id), `OAUTH_CLIENT_SECRET` (and `OAUTH_CLIENT_ID`, default
+//! `onboardinghub-api`) to introspect opaque tokens, `OAUTH_SCOPE_CLAIMS`
+//! (comma-separated sources: `scope`, `scp`, `permissions`, `roles`,
+//! `realm_access`, `resource_access:<client>`, or a JSON pointer; default
+//! the preset's), `OAUTH_SCOPE_PREFIX` (Cognito's resource server
+//! identifier and a `/`), `OAUTH_ACCOUNT_CLAIM` (a claim name or a JSON
+//! pointer; default the preset's, or `workspace_id` without one), and
 //! `OAUTH_ACCEPT_TYP_JWT=1`. For example, against the test server in
 //! `tests/authserver`:
 //!
@@ -87,15 +91,19 @@ fn in_memory(admin_token: &str, oauth: Option<&app::OAuth>) -> Result<app::App, 
 /// OAuth settings from the `OAUTH_*` variables, if `OAUTH_ISSUER` is set.
 #[cfg(all(feature = "jwt", feature = "introspection"))]
 fn oauth_settings() -> Result<Option<app::OAuth>, Box<dyn Error>> {
-    use scopegate::store::oauth::ScopeClaim;
+    use scopegate::store::oauth::{provider::Provider, ScopeClaim};
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let Some(issuer) = var("OAUTH_ISSUER") else {
         return Ok(None);
     };
-    if var("OAUTH_PROVIDER").is_some() {
-        return Err("OAUTH_PROVIDER is not supported yet: set OAUTH_SCOPE_CLAIMS, OAUTH_ACCOUNT_CLAIM and OAUTH_ACCEPT_TYP_JWT instead".into());
-    }
-    let mut oauth = app::OAuth::new(&issuer, var("OAUTH_CLIENT_SECRET").as_deref());
+    let secret = var("OAUTH_CLIENT_SECRET");
+    let mut oauth = match var("OAUTH_PROVIDER") {
+        Some(name) => app::OAuth::for_provider(
+            Provider::named(&name, &issuer).map_err(|e| format!("OAUTH_PROVIDER: {e}"))?,
+            secret.as_deref(),
+        ),
+        None => app::OAuth::new(&issuer, secret.as_deref()),
+    };
     if let Some(id) = var("OAUTH_CLIENT_ID") {
         oauth.client_id = id;
     }
@@ -124,14 +132,16 @@ fn oauth_settings() -> Result<Option<app::OAuth>, Box<dyn Error>> {
             })
             .collect::<Result<_, _>>()?;
     }
+    oauth.scope_prefix = var("OAUTH_SCOPE_PREFIX");
     match var("OAUTH_ACCEPT_TYP_JWT").as_deref() {
         None | Some("0") => {}
         Some("1") => oauth.accept_typ_jwt = true,
         Some(other) => return Err(format!("OAUTH_ACCEPT_TYP_JWT is 0 or 1, not {other:?}").into()),
     }
     println!(
-        "accepting OAuth tokens from {} (discovered){}",
-        oauth.issuer,
+        "accepting OAuth tokens from {} ({}, discovered){}",
+        oauth.provider.issuer(),
+        oauth.provider.name(),
         if oauth.client_secret.is_some() {
             ", opaque ones by introspection"
         } else {

@@ -231,6 +231,11 @@ pub(crate) struct ClaimMap {
     /// The claims that may name the client, in order: the first present
     /// one does.
     pub(crate) client: Vec<Box<str>>,
+    /// Claims that must be these strings (Cognito's `token_use: access`).
+    pub(crate) required: Vec<(Box<str>, Box<str>)>,
+    /// When set, only scope names with this prefix count, without it
+    /// (Cognito's `{resource server}/{scope}`).
+    pub(crate) scope_prefix: Option<Box<str>>,
 }
 
 impl ClaimMap {
@@ -239,7 +244,21 @@ impl ClaimMap {
             scopes: vec![ScopeClaim::Scope],
             account: account.into(),
             client: vec!["client_id".into()],
+            required: Vec::new(),
+            scope_prefix: None,
         }
+    }
+
+    /// Each required claim is there, the string it must be.
+    pub(crate) fn check_required(&self, claims: &Map<String, Value>) -> Result<(), ClaimError> {
+        for (name, value) in &self.required {
+            match claims.get(&**name) {
+                Some(Value::String(v)) if v == &**value => {}
+                None => return Err(ClaimError::new(&**name, MISSING)),
+                Some(_) => return Err(ClaimError::new(&**name, "not the required value")),
+            }
+        }
+        Ok(())
     }
 
     /// The client: the first of the client claims the token has, a
@@ -253,7 +272,14 @@ impl ClaimMap {
         let mut scopes = ScopeSet::new();
         for source in &self.scopes {
             for name in source.names(claims)? {
-                if let Some(scope) = Scope::known(&name) {
+                let name = match &self.scope_prefix {
+                    Some(prefix) => match name.strip_prefix(&**prefix) {
+                        Some(name) => name,
+                        None => continue,
+                    },
+                    None => &name,
+                };
+                if let Some(scope) = Scope::known(name) {
                     scopes.insert(scope);
                 }
             }
@@ -371,6 +397,38 @@ mod tests {
         assert_eq!(
             account("sub").unwrap_err().to_string(),
             r#"claim "sub": missing"#
+        );
+    }
+
+    #[test]
+    fn with_a_prefix_only_names_with_it_count() {
+        ScopeSet::parse(["contacts:read", "contacts:write"]).unwrap(); // known names
+        let claims = map(json!({
+            "scope": "openid https://api.test/contacts:read other/contacts:write contacts:write",
+        }));
+        let mut map_ = ClaimMap::new("sub");
+        map_.scope_prefix = Some("https://api.test/".into());
+        let scopes = map_.scopes(&claims).unwrap();
+        assert_eq!(scopes, ScopeSet::parse(["contacts:read"]).unwrap());
+    }
+
+    #[test]
+    fn required_claims_must_be_the_strings_given() {
+        let mut map_ = ClaimMap::new("sub");
+        map_.required = vec![("token_use".into(), "access".into())];
+        let check = |claims: Value| map_.check_required(&map(claims)).map_err(|e| e.to_string());
+        assert_eq!(check(json!({"token_use": "access"})), Ok(()));
+        assert_eq!(
+            check(json!({"token_use": "id"})),
+            Err(r#"claim "token_use": not the required value"#.to_owned())
+        );
+        assert_eq!(
+            check(json!({"token_use": ["access"]})),
+            Err(r#"claim "token_use": not the required value"#.to_owned())
+        );
+        assert_eq!(
+            check(json!({})),
+            Err(r#"claim "token_use": missing"#.to_owned())
         );
     }
 }

@@ -1,6 +1,7 @@
 //! OAuth 2.0 access tokens from a third-party authorization server:
 //! [`jwt`] verifies JWT access tokens (RFC 9068) against the issuer's keys
-//! (feature `jwt`), [`introspection`] asks the server about opaque tokens
+//! (feature `jwt`; [`provider`] has presets for Keycloak, Auth0, Entra ID,
+//! Okta and Cognito), [`introspection`] asks the server about opaque tokens
 //! (RFC 7662; feature `introspection`).
 //!
 //! Both turn a valid token into a [`Credential`] of kind
@@ -71,6 +72,26 @@ macro_rules! claim_setters {
             self
         }
 
+        /// Counts only the scope names that start with `prefix`, without
+        /// it: Amazon Cognito names a custom scope
+        /// `{resource server identifier}/{scope}`, so
+        /// `scope_prefix("https://api.onboardinghub.com/")` reads
+        /// `https://api.onboardinghub.com/contacts:read` as `contacts:read`,
+        /// and ignores the scopes of other resource servers and bare names.
+        pub fn scope_prefix(mut self, prefix: &str) -> Self {
+            self.claims.scope_prefix = Some(prefix.into());
+            self
+        }
+
+        /// Requires the claim `name` to be the string `value`, e.g.
+        /// `token_use` = `access` for Amazon Cognito, whose ID tokens are
+        /// otherwise shaped like its access tokens. A token without it, or
+        /// with another value, is refused. May be called several times.
+        pub fn require_claim(mut self, name: &str, value: &str) -> Self {
+            self.claims.required.push((name.into(), value.into()));
+            self
+        }
+
         /// The audiences to accept, replacing the one given to the
         /// builder's constructor: `aud` (a string or an array) must hold at
         /// least one.
@@ -96,6 +117,9 @@ pub mod introspection;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
 pub mod jwt;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod provider;
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -137,6 +161,11 @@ pub enum OAuthConfigError {
     HttpClient(String),
     /// Two stores of a [`JwtIssuers`](jwt::JwtIssuers) have this issuer.
     DuplicateIssuer(String),
+    /// [`Provider::named`](provider::Provider::named) was given a name
+    /// with no preset.
+    #[cfg(feature = "jwt")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+    UnknownProvider(String),
 }
 
 impl fmt::Display for OAuthConfigError {
@@ -151,6 +180,16 @@ impl fmt::Display for OAuthConfigError {
             OAuthConfigError::HttpClient(why) => write!(f, "cannot build the HTTP client: {why}"),
             OAuthConfigError::DuplicateIssuer(issuer) => {
                 write!(f, "issuer {issuer:?} is configured twice")
+            }
+            #[cfg(feature = "jwt")]
+            OAuthConfigError::UnknownProvider(name) => {
+                write!(f, "unknown provider {name:?}: expected one of ")?;
+                let mut separator = "";
+                for known in provider::Provider::names() {
+                    write!(f, "{separator}{known}")?;
+                    separator = ", ";
+                }
+                Ok(())
             }
         }
     }
@@ -219,6 +258,7 @@ impl Grant {
         claims: &Map<String, Value>,
         map: &ClaimMap,
     ) -> Result<Grant, ClaimError> {
+        map.check_required(claims)?;
         let client_id = map.client(claims)?.to_owned();
         Ok(Grant {
             id,
