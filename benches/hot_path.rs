@@ -323,23 +323,34 @@ fn scopegate_jwt(
         })
     });
 
-    let cache = CachedStore::new(ChainStore::new().api_keys(keys).jwt(store));
-    rt.block_on(cache.resolve(&PresentedToken::new(&token)))
-        .expect("store")
-        .expect("valid");
-    let gate = Gate::new(cache);
-    let mut service = ServiceBuilder::new()
-        .layer(gate.api_access())
-        .layer(gate.require_scope("contacts:read").expect("scope"))
-        .service(bare());
     let jwt = bearer(&token);
-    g.bench_function("jwt_stacked_hit", |b| {
-        b.iter_batched(
-            || request(Some(&jwt)),
-            |req| call(rt, &mut service, req),
-            BatchSize::SmallInput,
-        )
-    });
+    for (name, chain) in [
+        (
+            "jwt_stacked_hit",
+            ChainStore::new().api_keys(keys.clone()).jwt(store),
+        ),
+        (
+            "jwt_stacked_hit_3_issuers",
+            ChainStore::new().api_keys(keys).jwt(issuers),
+        ),
+    ] {
+        let cache = CachedStore::new(chain);
+        rt.block_on(cache.resolve(&PresentedToken::new(&token)))
+            .expect("store")
+            .expect("valid");
+        let gate = Gate::new(cache);
+        let mut service = ServiceBuilder::new()
+            .layer(gate.api_access())
+            .layer(gate.require_scope("contacts:read").expect("scope"))
+            .service(bare());
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || request(Some(&jwt)),
+                |req| call(rt, &mut service, req),
+                BatchSize::SmallInput,
+            )
+        });
+    }
 }
 
 criterion_group! {
