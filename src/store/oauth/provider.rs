@@ -47,7 +47,7 @@
 //!
 //! Every preset also accepts `typ: at+jwt`, discovers the keys from the
 //! issuer's metadata, and checks `iss`, `aud`, `exp`, `nbf` and `iat` as
-//! [`JwtStore`](super::jwt::JwtStore) always does. Each constructor's docs
+//! [`JwtStore`] always does. Each constructor's docs
 //! say what the provider's tokens hold, with a link to its documentation.
 //!
 //! # Tests, sovereign clouds and proxies
