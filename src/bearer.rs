@@ -16,7 +16,11 @@ pub(crate) enum NoToken {
 /// checked with [`check`].
 ///
 /// The scheme is matched case-insensitively (RFC 9110 §11.1); one or more
-/// spaces may follow it.
+/// spaces may follow it. Another scheme (`Basic …`, `Token …`, a bare
+/// word) is no credential at all, as RFC 6750 §3.1 says of "an unsupported
+/// authentication method": [`NoToken::Missing`], like no header. A value
+/// with no scheme to read (empty, or not starting with an RFC 9110 `token`)
+/// is malformed.
 pub(crate) fn token(headers: &HeaderMap) -> Result<&[u8], NoToken> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(NoToken::Missing)?;
@@ -29,13 +33,43 @@ pub(crate) fn token(headers: &HeaderMap) -> Result<&[u8], NoToken> {
         None => (bytes, &b""[..]),
     };
     if !scheme.eq_ignore_ascii_case(b"bearer") {
-        return Err(NoToken::Malformed(Malformed::Scheme));
+        return Err(if is_scheme(scheme) {
+            NoToken::Missing
+        } else {
+            NoToken::Malformed(Malformed::Scheme)
+        });
     }
     let token = rest.trim_ascii_start();
     if token.is_empty() {
         return Err(NoToken::Malformed(Malformed::EmptyToken));
     }
     Ok(token)
+}
+
+/// Whether `scheme` is an RFC 9110 `token` (§5.6.2), as an `auth-scheme`
+/// must be: `1*tchar`.
+fn is_scheme(scheme: &[u8]) -> bool {
+    !scheme.is_empty()
+        && scheme.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
 }
 
 /// Whether `token` is an RFC 6750 `b64token`:
@@ -113,16 +147,24 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         use Malformed::*;
-        let cases: [(&[&[u8]], NoToken); 12] = [
+        let cases: [(&[&[u8]], NoToken); 18] = [
             (&[], NoToken::Missing),
             (
                 &[b"Bearer a", b"Bearer b"],
                 NoToken::Malformed(MultipleHeaders),
             ),
-            (&[b"Basic dXNlcjpwYXNz"], NoToken::Malformed(Scheme)),
-            (&[b"Token abc"], NoToken::Malformed(Scheme)),
-            (&[b"Bearerabc"], NoToken::Malformed(Scheme)),
-            (&[b"abc"], NoToken::Malformed(Scheme)),
+            // RFC 6750 §3.1: another scheme is no credential.
+            (&[b"Basic dXNlcjpwYXNz"], NoToken::Missing),
+            (&[b"Token abc"], NoToken::Missing),
+            (&[b"Digest username=\"a\", realm=\"b\""], NoToken::Missing),
+            (&[b"Bearerabc"], NoToken::Missing),
+            (&[b"abc"], NoToken::Missing),
+            // No scheme to read at all.
+            (&[b""], NoToken::Malformed(Scheme)),
+            (&[b" Bearer abc"], NoToken::Malformed(Scheme)),
+            (&[b"Bearer\tabc"], NoToken::Malformed(Scheme)),
+            (&[b"(Bearer) abc"], NoToken::Malformed(Scheme)),
+            (&[b"Bearer, abc"], NoToken::Malformed(Scheme)),
             (&[b"Bearer"], NoToken::Malformed(EmptyToken)),
             (&[b"Bearer    "], NoToken::Malformed(EmptyToken)),
             (&[b"Bearer a b"], NoToken::Malformed(InvalidCharacters)),

@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | [`InsufficientScope`](Rejection::InsufficientScope) | 403 | `insufficient_scope` | `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` |
 //! | [`MissingEntitlement`](Rejection::MissingEntitlement) | 403 | `forbidden` | |
-//! | [`MissingCredential`](Rejection::MissingCredential) | 401 | `unauthorized` | `WWW-Authenticate: Bearer` |
+//! | [`MissingCredential`](Rejection::MissingCredential) (no header, or another scheme) | 401 | `unauthorized` | `WWW-Authenticate: Bearer` |
 //! | [`InvalidToken`](Rejection::InvalidToken) | 401 | `invalid_token` | `WWW-Authenticate: Bearer error="invalid_token"` |
 //! | [`Malformed`](Rejection::Malformed) | 400 | `invalid_request` | `WWW-Authenticate: Bearer error="invalid_request"` |
 //! | [`NoRoute`](Rejection::NoRoute) | 404 | `not_found` | |
@@ -75,9 +75,13 @@ const API_ACCESS_MESSAGE: &str =
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Rejection {
-    /// No `Authorization` header was sent.
+    /// No Bearer credential was sent: no `Authorization` header, or one of
+    /// another scheme (`Basic …`, `Token …`), which RFC 6750 §3.1 counts as
+    /// no authentication information.
     MissingCredential,
-    /// The `Authorization` header is not a single well-formed Bearer credential.
+    /// The `Authorization` header is not a single well-formed Bearer
+    /// credential: no scheme to read, an empty token, characters outside
+    /// `b64token`, or several headers.
     Malformed(Malformed),
     /// The token is unknown, revoked or expired.
     InvalidToken,
@@ -121,7 +125,10 @@ macro_rules! malformed {
 }
 
 malformed! {
-    /// The scheme is not `Bearer`.
+    /// The header has no scheme to read: it is empty, or does not start
+    /// with an RFC 9110 `token` and a space (`Bearer\tabc`, `Bearer, abc`).
+    /// Another scheme, such as `Basic`, is not malformed: it is no
+    /// credential ([`Rejection::MissingCredential`]).
     Scheme =>
         "The Authorization header must use the Bearer scheme: 'Authorization: Bearer <token>'.",
     /// `Bearer` with no token.

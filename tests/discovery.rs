@@ -271,12 +271,18 @@ async fn slow_metadata_times_out_and_concurrent_lookups_share_one_discovery() {
     let fixture = start().await;
     fixture.set(Mode::Slow);
     let store = discovering(&fixture.realm()).build().unwrap();
+    // Signed once, before the clock starts, and all 20 lookups started
+    // before any is awaited: they run at once, not one after another (one
+    // after another, slow signing in a debug build could outlast the
+    // backoff and make a second discovery).
+    let token = token(&fixture.realm());
     let started = Instant::now();
-    let lookups = (0..20).map(|_| {
-        let store = store.clone();
-        let token = token(&fixture.realm());
-        tokio::spawn(async move { store.resolve(&PresentedToken::new(&token)).await })
-    });
+    let lookups: Vec<_> = (0..20)
+        .map(|_| {
+            let (store, token) = (store.clone(), token.clone());
+            tokio::spawn(async move { store.resolve(&PresentedToken::new(&token)).await })
+        })
+        .collect();
     for lookup in lookups {
         let err = lookup.await.unwrap().unwrap_err();
         assert!(err.is_timeout(), "{err}");

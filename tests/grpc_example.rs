@@ -94,9 +94,10 @@ async fn rejections_are_grpc_statuses_with_the_documented_messages() {
             "The access token is invalid, expired or revoked.",
         ),
         (
+            // RFC 6750 §3.1: another scheme is no credential.
             create(Some("Basic dXNlcjpwYXNz")),
             Code::Unauthenticated,
-            "The Authorization header must use the Bearer scheme: 'Authorization: Bearer <token>'.",
+            "Authentication required. Send your token in the Authorization header: 'Authorization: Bearer <token>'.",
         ),
     ];
     for (request, code, message) in cases {

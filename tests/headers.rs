@@ -30,6 +30,8 @@ fn builder() -> GateBuilder {
 }
 
 /// `api-access` outside, `requirement` inside, like the example server.
+/// `token` is sent as `Bearer {token}`, or as the whole `Authorization`
+/// value when it has a space (`Basic dXNlcjpwYXNz`).
 async fn call(
     gate: &Gate,
     requirement: Requirement,
@@ -43,8 +45,10 @@ async fn call(
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
         }));
     let mut request = Request::get("/api/v1/contacts");
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
+    match token {
+        Some(value) if value.contains(' ') => request = request.header("authorization", value),
+        Some(token) => request = request.header("authorization", format!("Bearer {token}")),
+        None => {}
     }
     if grpc {
         request = request.header("content-type", "application/grpc");
@@ -80,6 +84,11 @@ async fn challenges_carry_realm_and_resource_metadata() {
         r#"resource_metadata="https://api.example.com/.well-known/oauth-protected-resource""#;
     let cases = [
         (None, format!(r#"Bearer realm="OnboardingHub API", {meta}"#)),
+        // RFC 6750 §3.1: another scheme is no credential, with no error code.
+        (
+            Some("Basic dXNlcjpwYXNz"),
+            format!(r#"Bearer realm="OnboardingHub API", {meta}"#),
+        ),
         (
             Some("nope"),
             format!(r#"Bearer realm="OnboardingHub API", error="invalid_token", {meta}"#),

@@ -115,15 +115,31 @@ async fn a_plan_without_api_access_is_403_forbidden_everywhere() {
     }
 }
 
+/// No header, or another scheme: RFC 6750 §3.1 counts "an unsupported
+/// authentication method" as no authentication information, so both get
+/// the challenge with no error code.
 #[tokio::test]
-async fn no_credential_is_401_unauthorized() {
+async fn no_credential_or_another_scheme_is_401_unauthorized() {
     let server = example().await;
-    let reply = server.send(Method::GET, "/api/v1/contacts", &[], "").await;
-    reply.assert_rejected(
-        401,
-        r#"{"error":{"type":"unauthorized","message":"Authentication required. Send your token in the Authorization header: 'Authorization: Bearer <token>'."}}"#,
-        Some("Bearer"),
-    );
+    let others = [
+        "Basic dXNlcjpwYXNz",
+        "Token ohk_demo_all_scopes",
+        "Digest username=\"ada\", realm=\"api\"",
+        "bearerohk_demo_all_scopes",
+        ALL,
+    ];
+    let mut requests: Vec<Vec<(&str, &str)>> = vec![vec![]];
+    requests.extend(others.iter().map(|value| vec![("authorization", *value)]));
+    for headers in requests {
+        let reply = server
+            .send(Method::GET, "/api/v1/contacts", &headers, "")
+            .await;
+        reply.assert_rejected(
+            401,
+            r#"{"error":{"type":"unauthorized","message":"Authentication required. Send your token in the Authorization header: 'Authorization: Bearer <token>'."}}"#,
+            Some("Bearer"),
+        );
+    }
 }
 
 #[tokio::test]
@@ -148,9 +164,10 @@ async fn a_malformed_authorization_header_is_400_invalid_request() {
     let multiple = request("Send exactly one Authorization header.");
     let characters =
         request("The Bearer token contains characters that are not allowed in a token.");
-    let cases: [(&[&str], &str); 6] = [
-        (&["Basic dXNlcjpwYXNz"], &scheme),
-        (&[ALL], &scheme),
+    let cases: [(&[&str], &str); 7] = [
+        (&[""], &scheme),
+        (&["Bearer, ohk_demo_all_scopes"], &scheme),
+        (&["Bearer\tohk_demo_all_scopes"], &scheme),
         (&["Bearer"], &empty),
         (&["Bearer ohk_a", "Bearer ohk_b"], &multiple),
         (&["Bearer ohk demo"], &characters),
