@@ -11,7 +11,15 @@
 //! `/api/v1/webhooks/*` (the rest of the path); gRPC methods are paths like
 //! `/contacts.v1.Contacts/ListContacts`. The table is compiled once into a
 //! radix tree ([`matchit`], axum's router), so matching does not slow down as
-//! routes are added. Every misconfiguration (an invalid pattern, a duplicate
+//! routes are added. The request's path is matched as it came, exactly as
+//! axum's router matches it: no percent-decoding, no dot-segment or slash
+//! normalization, case-sensitive; `HEAD` falls back to `GET` as axum's
+//! does. So the policy decides about the route the router dispatches to:
+//! `tests/path_matrix.rs` sends 3,080 tricky requests (`%2F`, `%2e%2e`,
+//! `//`, `..`, case, `OPTIONS`, absolute form; deny-by-default and
+//! [`allow_unmatched`](RoutePolicy::allow_unmatched)) and checks that a
+//! handler only ever runs with what its route requires. Put any path
+//! normalization in front of both, not between them. Every misconfiguration (an invalid pattern, a duplicate
 //! route, a scope outside the catalog) is an error from
 //! [`Gate::policy`](crate::gate::Gate::policy), which builds the table into a
 //! [`PolicyLayer`](crate::layer::PolicyLayer), never a panic or a silent

@@ -117,7 +117,10 @@ async fn rejections_are_traced_without_secrets() {
             Some(format!("Bearer {BROKEN}")),
             StatusCode::SERVICE_UNAVAILABLE,
         ),
-        (Some(format!("Token {READER}")), StatusCode::BAD_REQUEST),
+        // Another scheme is no credential (RFC 6750 §3.1); a broken Bearer
+        // header is malformed. Neither's token may be traced.
+        (Some(format!("Token {READER}")), StatusCode::UNAUTHORIZED),
+        (Some(format!("Bearer, {READER}")), StatusCode::BAD_REQUEST),
         (None, StatusCode::UNAUTHORIZED),
     ];
     for (authorization, want) in &cases {
