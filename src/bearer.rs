@@ -39,7 +39,9 @@ pub(crate) fn token(headers: &HeaderMap) -> Result<&[u8], NoToken> {
             NoToken::Malformed(Malformed::Scheme)
         });
     }
-    let token = rest.trim_ascii_start();
+    // RFC 6750 §2.1: `"Bearer" 1*SP b64token`: spaces only, not tabs.
+    let start = rest.iter().position(|&b| b != b' ').unwrap_or(rest.len());
+    let token = &rest[start..];
     if token.is_empty() {
         return Err(NoToken::Malformed(Malformed::EmptyToken));
     }
@@ -109,6 +111,76 @@ static B64TOKEN: [bool; 256] = {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use proptest::prelude::*;
+
+    /// What RFC 6750 §2.1 and §3.1 say of one header value, written from
+    /// the grammar and nothing else: `credentials = auth-scheme [ 1*SP
+    /// ... ]`, and for Bearer `"Bearer" 1*SP b64token`.
+    fn reference(value: &[u8]) -> Result<Vec<u8>, NoToken> {
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        let b64char = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+        let scheme_len = value.iter().take_while(|&&b| tchar(b)).count();
+        let (scheme, rest) = value.split_at(scheme_len);
+        if scheme.is_empty() || !(rest.is_empty() || rest[0] == b' ') {
+            return Err(NoToken::Malformed(Malformed::Scheme));
+        }
+        if !scheme.eq_ignore_ascii_case(b"Bearer") {
+            return Err(NoToken::Missing);
+        }
+        let token: Vec<u8> = rest.iter().copied().skip_while(|&b| b == b' ').collect();
+        let body = token.iter().take_while(|&&b| b64char(b)).count();
+        let padding = token[body..].iter().take_while(|&&b| b == b'=').count();
+        match (token.is_empty(), body > 0 && body + padding == token.len()) {
+            (true, _) => Err(NoToken::Malformed(Malformed::EmptyToken)),
+            (false, true) => Ok(token),
+            (false, false) => Err(NoToken::Malformed(Malformed::InvalidCharacters)),
+        }
+    }
+
+    /// Header values near the grammar: a scheme, separators and token
+    /// characters, with a little of everything else.
+    fn near_the_grammar() -> impl Strategy<Value = Vec<u8>> {
+        let scheme = prop_oneof![
+            Just(b"Bearer".to_vec()),
+            Just(b"bEaReR".to_vec()),
+            Just(b"Basic".to_vec()),
+            Just(b"Bearer,".to_vec()),
+            Just(Vec::new()),
+            proptest::collection::vec(any::<u8>(), 0..4),
+        ];
+        let separator = proptest::collection::vec(prop_oneof![Just(b' '), Just(b'\t')], 0..3);
+        let token = proptest::collection::vec(
+            prop_oneof![
+                4 => proptest::sample::select(b"aZ09-._~+/".to_vec()),
+                1 => Just(b'='),
+                1 => proptest::sample::select(b" \t\",;:()=".to_vec()),
+                1 => any::<u8>(),
+            ],
+            0..12,
+        );
+        (scheme, separator, token).prop_map(|(mut value, separator, token)| {
+            value.extend(separator);
+            value.extend(token);
+            value
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn the_parser_agrees_with_the_grammar(value in near_the_grammar()) {
+            // What a header value can hold at all (no CR, LF or NUL).
+            prop_assume!(HeaderValue::from_bytes(&value).is_ok());
+            prop_assert_eq!(parse(&[&value]), reference(&value), "{:?}", String::from_utf8_lossy(&value));
+        }
+
+        #[test]
+        fn any_header_value_agrees(value in proptest::collection::vec(
+            prop_oneof![0x20u8..0x7f, Just(b'\t'), 0x80u8..=0xff],
+            0..40,
+        )) {
+            prop_assert_eq!(parse(&[&value]), reference(&value));
+        }
+    }
 
     fn parse(values: &[&[u8]]) -> Result<Vec<u8>, NoToken> {
         let mut headers = HeaderMap::new();
@@ -147,7 +219,7 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         use Malformed::*;
-        let cases: [(&[&[u8]], NoToken); 18] = [
+        let cases: [(&[&[u8]], NoToken); 19] = [
             (&[], NoToken::Missing),
             (
                 &[b"Bearer a", b"Bearer b"],
@@ -168,6 +240,8 @@ mod tests {
             (&[b"Bearer"], NoToken::Malformed(EmptyToken)),
             (&[b"Bearer    "], NoToken::Malformed(EmptyToken)),
             (&[b"Bearer a b"], NoToken::Malformed(InvalidCharacters)),
+            // `1*SP`: a tab is not a separator (proptest found this).
+            (&[b"Bearer \tabc"], NoToken::Malformed(InvalidCharacters)),
             (&[b"Bearer ==="], NoToken::Malformed(InvalidCharacters)),
             (&[b"Bearer a=b"], NoToken::Malformed(InvalidCharacters)),
             (

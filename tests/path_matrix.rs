@@ -249,7 +249,9 @@ async fn a_handler_runs_only_with_what_its_route_requires() {
 #[tokio::test]
 async fn selected_rows_have_exact_outcomes() {
     let addr = server(false).await;
-    let cases: [(&str, &str, Option<&str>, u16, Option<&str>); 14] = [
+    // Method, target, token; then the status and the handler that ran.
+    type Row<'a> = (&'a str, &'a str, Option<&'a str>, u16, Option<&'a str>);
+    let cases: [Row<'_>; 14] = [
         (
             "GET",
             "/api/v1/contacts",

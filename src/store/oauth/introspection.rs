@@ -132,34 +132,19 @@ impl IntrospectionStore {
         }
     }
 
-    async fn introspect(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+    /// What an introspection answer grants: `None` for an inactive,
+    /// foreign, non-Bearer or expired token, or one whose claims cannot be
+    /// read (a DEBUG event names the claim).
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the answer is not a JSON object.
+    pub(crate) fn read_answer(
+        &self,
+        answer: &Value,
+        token: &PresentedToken,
+    ) -> Result<Option<Grant>, StoreError> {
         let inner = &*self.inner;
-        let endpoint = match &inner.endpoint {
-            Endpoint::Url(url) => url.clone(),
-            Endpoint::Discovered(discovery) => discovery
-                .metadata()
-                .await?
-                .introspection_endpoint
-                .clone()
-                .ok_or_else(|| {
-                    StoreError::new("the issuer's metadata has no introspection_endpoint")
-                })?,
-        };
-        let request = inner
-            .client
-            .post(endpoint)
-            .basic_auth(&inner.client_id, Some(&inner.client_secret))
-            .header(http::header::ACCEPT, "application/json")
-            .form(&[
-                ("token", token.secret()),
-                ("token_type_hint", "access_token"),
-            ]);
-        let answer = super::fetch_json(request).await.inspect_err(|_| {
-            if let Endpoint::Discovered(discovery) = &inner.endpoint {
-                // The endpoint moved, perhaps: look again next time.
-                discovery.expire();
-            }
-        })?;
         let Some(fields) = answer.as_object() else {
             return Err(StoreError::new("introspection answer is not a JSON object"));
         };
@@ -188,13 +173,46 @@ impl IntrospectionStore {
                 format!("introspected_{a:02x}{b:02x}{c:02x}{d:02x}")
             }
         };
-        let grant = match Grant::from_claims(id, fields, &inner.claims) {
-            Ok(grant) => grant,
+        match Grant::from_claims(id, fields, &inner.claims) {
+            Ok(grant) => Ok(Some(grant)),
             Err(_error) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(target: "scopegate::introspection", reason = "claim", claim = _error.claim(), problem = %_error, "token refused");
-                return Ok(None);
+                Ok(None)
             }
+        }
+    }
+
+    async fn introspect(&self, token: &PresentedToken) -> Result<Option<Credential>, StoreError> {
+        let inner = &*self.inner;
+        let endpoint = match &inner.endpoint {
+            Endpoint::Url(url) => url.clone(),
+            Endpoint::Discovered(discovery) => discovery
+                .metadata()
+                .await?
+                .introspection_endpoint
+                .clone()
+                .ok_or_else(|| {
+                    StoreError::new("the issuer's metadata has no introspection_endpoint")
+                })?,
+        };
+        let request = inner
+            .client
+            .post(endpoint)
+            .basic_auth(&inner.client_id, Some(&inner.client_secret))
+            .header(http::header::ACCEPT, "application/json")
+            .form(&[
+                ("token", token.secret()),
+                ("token_type_hint", "access_token"),
+            ]);
+        let answer = super::fetch_json(request).await.inspect_err(|_| {
+            if let Endpoint::Discovered(discovery) = &inner.endpoint {
+                // The endpoint moved, perhaps: look again next time.
+                discovery.expire();
+            }
+        })?;
+        let Some(grant) = self.read_answer(&answer, token)? else {
+            return Ok(None);
         };
         let credential = grant.into_credential(&*inner.entitlements).await?;
         Ok(Some(credential.with_max_cache_age(inner.max_cache_age)))
@@ -342,5 +360,111 @@ impl fmt::Debug for IntrospectionStoreBuilder {
             .field("endpoint", &self.endpoint)
             .field("audiences", &self.audiences)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Map};
+
+    /// One store for every case: building its HTTP client is the slow part.
+    fn store() -> &'static IntrospectionStore {
+        static STORE: std::sync::LazyLock<IntrospectionStore> = std::sync::LazyLock::new(build);
+        &STORE
+    }
+
+    fn build() -> IntrospectionStore {
+        IntrospectionStore::builder("http://127.0.0.1:9/introspect", "https://api.test")
+            .client_credentials("api", "secret")
+            .entitlements(std::collections::HashMap::<String, Vec<String>>::new())
+            .build()
+            .unwrap()
+    }
+
+    /// Each field an answer may have, of the right shape or not.
+    fn answer() -> impl Strategy<Value = Value> {
+        let now = super::super::now_secs();
+        let field = |values: Vec<Value>| proptest::option::of(proptest::sample::select(values));
+        (
+            field(vec![json!(true), json!(false), json!("true"), json!(1)]),
+            field(vec![
+                json!("https://api.test"),
+                json!(["x", "https://api.test"]),
+                json!("https://other.test"),
+                json!([]),
+                json!(7),
+            ]),
+            field(vec![
+                json!(now + 60),
+                json!(now - 1),
+                json!(-5),
+                json!("soon"),
+                json!(1.5),
+            ]),
+            field(vec![
+                json!("Bearer"),
+                json!("bearer"),
+                json!("DPoP"),
+                json!(null),
+                json!(3),
+            ]),
+            field(vec![json!("app"), json!(""), json!(1), json!(["app"])]),
+            field(vec![json!("ws"), json!(""), json!(false)]),
+            field(vec![json!("a:read b:write"), json!(["a:read"]), json!(4)]),
+            field(vec![json!("jti_1"), json!(9)]),
+        )
+            .prop_map(
+                |(active, aud, exp, token_type, client_id, sub, scope, jti)| {
+                    let mut fields = Map::new();
+                    for (name, value) in [
+                        ("active", active),
+                        ("aud", aud),
+                        ("exp", exp),
+                        ("token_type", token_type),
+                        ("client_id", client_id),
+                        ("sub", sub),
+                        ("scope", scope),
+                        ("jti", jti),
+                    ] {
+                        if let Some(value) = value {
+                            fields.insert(name.to_owned(), value);
+                        }
+                    }
+                    Value::Object(fields)
+                },
+            )
+    }
+
+    proptest! {
+        /// A grant only ever comes from an answer that is active (the JSON
+        /// `true`), for this audience, Bearer or untyped, unexpired, with a
+        /// client and an account; the reference is RFC 7662 §2.2 as the
+        /// store's docs read it. Nothing panics.
+        #[test]
+        fn a_grant_comes_only_from_an_answer_that_allows_it(answer in answer()) {
+            let store = store();
+            let token = PresentedToken::new("opaque-token");
+            let grant = store.read_answer(&answer, &token).unwrap();
+            let get = |name: &str| answer.get(name);
+            let expected = get("active") == Some(&json!(true))
+                && get("aud").is_some_and(|aud| aud == "https://api.test" || aud.as_array().is_some_and(|a| a.contains(&json!("https://api.test"))))
+                && get("exp").is_none_or(|exp| exp.as_u64().is_some_and(|exp| exp > super::super::now_secs()))
+                && get("token_type").is_none_or(|t| t == "Bearer" || t == "bearer")
+                && get("client_id").is_some_and(|c| c.as_str().is_some_and(|c| !c.is_empty()))
+                && get("sub").is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty()))
+                && get("scope").is_none_or(Value::is_string);
+            prop_assert_eq!(grant.is_some(), expected, "{}", answer);
+            if let Some(grant) = grant {
+                prop_assert_eq!(grant.client_id, get("client_id").unwrap().as_str().unwrap());
+                prop_assert_eq!(grant.account_id, get("sub").unwrap().as_str().unwrap());
+            }
+        }
+
+        #[test]
+        fn an_answer_that_is_not_an_object_is_an_error(value in prop_oneof![Just(json!([])), Just(json!(null)), Just(json!("active")), Just(json!(true))]) {
+            prop_assert!(store().read_answer(&value, &PresentedToken::new("t")).is_err());
+        }
     }
 }
