@@ -27,6 +27,7 @@ use tower::ServiceBuilder;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    demo::init_tracing();
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3001".to_owned());
     let listener = TcpListener::bind(&addr)
         .await

@@ -107,35 +107,37 @@ static B64TOKEN: [bool; 256] = {
     table
 };
 
+/// What RFC 6750 §2.1 and §3.1 say of one header value, written from
+/// the grammar and nothing else: `credentials = auth-scheme [ 1*SP
+/// ... ]`, and for Bearer `"Bearer" 1*SP b64token`. What [`token`] and
+/// [`check`] are held to by the property tests and the fuzzer.
+#[cfg(any(test, fuzzing))]
+pub(crate) fn reference(value: &[u8]) -> Result<Vec<u8>, NoToken> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let b64char = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
+    let scheme_len = value.iter().take_while(|&&b| tchar(b)).count();
+    let (scheme, rest) = value.split_at(scheme_len);
+    if scheme.is_empty() || !(rest.is_empty() || rest[0] == b' ') {
+        return Err(NoToken::Malformed(Malformed::Scheme));
+    }
+    if !scheme.eq_ignore_ascii_case(b"Bearer") {
+        return Err(NoToken::Missing);
+    }
+    let token: Vec<u8> = rest.iter().copied().skip_while(|&b| b == b' ').collect();
+    let body = token.iter().take_while(|&&b| b64char(b)).count();
+    let padding = token[body..].iter().take_while(|&&b| b == b'=').count();
+    match (token.is_empty(), body > 0 && body + padding == token.len()) {
+        (true, _) => Err(NoToken::Malformed(Malformed::EmptyToken)),
+        (false, true) => Ok(token),
+        (false, false) => Err(NoToken::Malformed(Malformed::InvalidCharacters)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
     use proptest::prelude::*;
-
-    /// What RFC 6750 §2.1 and §3.1 say of one header value, written from
-    /// the grammar and nothing else: `credentials = auth-scheme [ 1*SP
-    /// ... ]`, and for Bearer `"Bearer" 1*SP b64token`.
-    fn reference(value: &[u8]) -> Result<Vec<u8>, NoToken> {
-        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-        let b64char = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b);
-        let scheme_len = value.iter().take_while(|&&b| tchar(b)).count();
-        let (scheme, rest) = value.split_at(scheme_len);
-        if scheme.is_empty() || !(rest.is_empty() || rest[0] == b' ') {
-            return Err(NoToken::Malformed(Malformed::Scheme));
-        }
-        if !scheme.eq_ignore_ascii_case(b"Bearer") {
-            return Err(NoToken::Missing);
-        }
-        let token: Vec<u8> = rest.iter().copied().skip_while(|&b| b == b' ').collect();
-        let body = token.iter().take_while(|&&b| b64char(b)).count();
-        let padding = token[body..].iter().take_while(|&&b| b == b'=').count();
-        match (token.is_empty(), body > 0 && body + padding == token.len()) {
-            (true, _) => Err(NoToken::Malformed(Malformed::EmptyToken)),
-            (false, true) => Ok(token),
-            (false, false) => Err(NoToken::Malformed(Malformed::InvalidCharacters)),
-        }
-    }
 
     /// Header values near the grammar: a scheme, separators and token
     /// characters, with a little of everything else.

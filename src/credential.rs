@@ -42,6 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 use crate::scope::ScopeSet;
 
@@ -124,8 +125,9 @@ impl fmt::Debug for TokenHash {
 /// Stores receive one on a cache miss. Stores keyed by hash read
 /// [`hash`](Self::hash); stores that must see the token itself (a JWT's
 /// signature, an introspection call) read [`secret`](Self::secret). It lives
-/// only as long as that one store call: scopegate never caches, logs or
-/// `Debug`-prints it, and it is neither `Clone` nor `Display`.
+/// only as long as that one store call, and is wiped (`zeroize`) when
+/// dropped: scopegate never caches, logs or `Debug`-prints it, and it is
+/// neither `Clone` nor `Display`.
 ///
 /// A store that answers "not found" for a reason that may soon pass (a JWT
 /// signed with a key it cannot fetch yet) says how long that answer may be
@@ -189,6 +191,13 @@ impl PresentedToken {
             u64::MAX => None,
             nanos => Some(Duration::from_nanos(nanos)),
         }
+    }
+}
+
+/// The one copy of the token scopegate makes is wiped when it goes.
+impl Drop for PresentedToken {
+    fn drop(&mut self) {
+        self.secret.zeroize();
     }
 }
 

@@ -126,6 +126,9 @@ pub mod body;
 pub mod cache;
 pub mod credential;
 pub mod error;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 mod guard;
 pub mod key;

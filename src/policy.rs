@@ -7,8 +7,8 @@
 //! or gRPC `UNIMPLEMENTED`), as OWASP API5 advises; allowing them is an
 //! explicit [`allow_unmatched`](RoutePolicy::allow_unmatched).
 //!
-//! Patterns are `/api/v1/contacts`, `/api/v1/contacts/{id}` (one segment) and
-//! `/api/v1/webhooks/*` (the rest of the path); gRPC methods are paths like
+//! Patterns are `/api/v1/contacts`, `/api/v1/contacts/{id}` (one segment; at
+//! most 16 in a pattern) and `/api/v1/webhooks/*` (the rest of the path); gRPC methods are paths like
 //! `/contacts.v1.Contacts/ListContacts`. The table is compiled once into a
 //! radix tree ([`matchit`], axum's router), so matching does not slow down as
 //! routes are added. The request's path is matched as it came, exactly as
@@ -287,6 +287,9 @@ impl RoutePolicy {
     }
 }
 
+/// The most `{name}` parameters one pattern may have.
+const MAX_PARAMETERS: usize = 16;
+
 /// Checks a pattern and turns it into matchit's syntax, plus a shape in which
 /// parameter names are erased (`/a/{id}` and `/a/{key}` are the same route).
 fn parse_pattern(pattern: &str) -> Result<(String, String), ConfigError> {
@@ -301,6 +304,11 @@ fn parse_pattern(pattern: &str) -> Result<(String, String), ConfigError> {
         return Ok(("/".to_owned(), "/".to_owned()));
     }
     let segments: Vec<&str> = rest.split('/').collect();
+    // matchit panics past 26 parameters in one route (the fuzzer found it):
+    // refuse well before.
+    if segments.iter().filter(|s| s.starts_with('{')).count() > MAX_PARAMETERS {
+        return Err(invalid("at most 16 '{name}' parameters in one pattern"));
+    }
     let (mut syntax, mut shape) = (String::new(), String::new());
     for (i, segment) in segments.iter().enumerate() {
         syntax.push('/');
@@ -433,15 +441,25 @@ mod tests {
             ("/a/b*", "'{', '}' and '*' may only form a whole segment"),
             ("/a/caf\u{e9}", "segments are visible ASCII"),
         ] {
-            let err = parse_pattern(bad).unwrap_err();
-            assert_eq!(
-                err,
-                ConfigError::Route {
-                    pattern: bad.into(),
-                    reason: why.into()
-                },
-                "{bad}"
-            );
+            check_refused(bad, why);
         }
+        // matchit panics at the 26th parameter; 16 is the limit here.
+        let params = |n: usize| (0..n).map(|i| format!("/{{p{i}}}")).collect::<String>();
+        assert!(parse_pattern(&params(16)).is_ok());
+        for n in [17, 26, 27, 100] {
+            check_refused(&params(n), "at most 16 '{name}' parameters in one pattern");
+        }
+    }
+
+    fn check_refused(bad: &str, why: &str) {
+        let err = parse_pattern(bad).unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Route {
+                pattern: bad.into(),
+                reason: why.into()
+            },
+            "{bad}"
+        );
     }
 }

@@ -119,10 +119,10 @@ async fn keys_resolve_with_their_scopes_and_plan_until_revoked() {
     assert!(
         ApiKey::is_well_formed(key.token.as_bytes()),
         "{}",
-        key.token
+        key.token.as_str()
     );
     assert!(
-        !format!("{key:?}").contains(&key.token),
+        !format!("{key:?}").contains(key.token.as_str()),
         "Debug redacts the token"
     );
     assert_eq!(key.record.name, "CRM sync");
@@ -188,7 +188,7 @@ async fn no_raw_token_is_ever_written() {
     let rows: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM scopegate_api_keys k WHERE k::TEXT LIKE '%' || $1 || '%' OR k::TEXT LIKE '%' || $2 || '%'",
     )
-    .bind(&key.token)
+    .bind(key.token.as_str())
     .bind(&key.token[4..])
     .fetch_one(&db.pool)
     .await
@@ -296,8 +296,8 @@ async fn malformed_keys_are_refused_before_any_lookup() {
             app.oneshot(request).await.unwrap().status()
         }
     };
-    assert_eq!(status(key.token.clone()).await, 200);
-    let mut typo = key.token.clone().into_bytes();
+    assert_eq!(status(key.token.to_string()).await, 200);
+    let mut typo = key.token.as_bytes().to_vec();
     typo[20] = if typo[20] == b'a' { b'b' } else { b'a' };
     assert_eq!(status(String::from_utf8(typo).unwrap()).await, 401);
     assert_eq!(status("ohk_demo_guess".into()).await, 401);
@@ -640,7 +640,7 @@ async fn under_load_revoked_keys_stop_everywhere_within_the_bound() {
     for i in 0..12 {
         keys.push(reader_key(&admin, &format!("k{i}")).await);
     }
-    let tokens: Vec<String> = keys.iter().map(|k| k.token.clone()).collect();
+    let tokens: Vec<String> = keys.iter().map(|k| k.token.to_string()).collect();
     let revoked_at = std::sync::Mutex::new(vec![None::<tokio::time::Instant>; keys.len()]);
     let bound = Duration::from_secs(1);
 

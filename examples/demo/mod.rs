@@ -85,3 +85,16 @@ pub fn store() -> MemoryStore {
     }
     keys
 }
+
+/// Logs to stderr what `RUST_LOG` asks for (default `info`: scopegate's
+/// 403s and 503s; `RUST_LOG=scopegate=debug` adds every 400 and 401, and
+/// the store calls). Never a token: scopegate logs hash prefixes only.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second call (several examples in one test process) changes nothing.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -36,6 +36,7 @@ use tonic::{Request, Response, Status};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    demo::init_tracing();
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:50051".to_owned());
     let listener = TcpListener::bind(&addr)
         .await

@@ -732,7 +732,9 @@ impl Keys {
                     .create_key(WORKSPACE, name, &scopes, None)
                     .await
                     .map_err(|e| format!("The key store is unavailable: {e}."))?;
-                Ok((key.record.id, key.token))
+                // The response shows the token once; the store's copy is
+                // wiped when `key` goes.
+                Ok((key.record.id, String::clone(&key.token)))
             }
         }
     }

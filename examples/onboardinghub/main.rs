@@ -36,6 +36,7 @@ use std::error::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    demo::init_tracing();
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let admin_token =
         std::env::var("ADMIN_TOKEN").unwrap_or_else(|_| "demo-admin-token".to_owned());

@@ -36,6 +36,7 @@
 //! copy of a recent answer (`front`), then moka if it answers without
 //! waiting, then the store, single-flight per token.
 
+mod epoch;
 mod front;
 
 use std::fmt;
@@ -52,6 +53,7 @@ use moka::Expiry;
 
 use crate::credential::{Credential, PresentedToken, TokenHash};
 use crate::store::{CredentialStore, StoreError};
+use epoch::Epoch;
 
 pub(crate) use front::{Cached, Epochs, Key};
 
@@ -102,10 +104,10 @@ struct Shared<S> {
     /// Bumped before every invalidation of found credentials; a store call
     /// that straddles a bump drops what it cached, so it cannot resurrect a
     /// revoked credential.
-    found_epoch: AtomicU64,
+    found_epoch: Epoch,
     /// The same for "not found" answers, so that a store call cannot
     /// re-cache "not found" for a key created meanwhile.
-    not_found_epoch: AtomicU64,
+    not_found_epoch: Epoch,
     counters: Counters,
 }
 
@@ -258,20 +260,17 @@ impl<S: CredentialStore> CachedStore<S> {
         answer.map(Cached::found)
     }
 
-    // Every invalidation bumps the epochs it concerns twice. Before it
-    // touches moka, so that a store call under way cannot re-cache what it
-    // read before (see `load`). And after moka no longer returns the entry,
-    // so that no thread keeps a front copy it made from moka meanwhile: such
-    // a copy carries an epoch read before its moka read, hence before this
-    // second bump.
+    // Every invalidation bumps the epochs it concerns twice, as the guards
+    // of `Epoch::invalidating` do: before it touches moka, and after moka
+    // no longer returns the entry (see `epoch.rs`, and its loom model).
 
     /// Drops whatever is cached for `hash`, found or not found.
     pub async fn invalidate(&self, hash: &TokenHash) {
         let shared = &*self.shared;
-        shared.bump_both();
+        let _found = shared.found_epoch.invalidating();
+        let _not_found = shared.not_found_epoch.invalidating();
         shared.positive.invalidate(hash).await;
         shared.negative.invalidate(hash).await;
-        shared.bump_both();
     }
 
     /// Drops a cached "not found" for `hash`, and nothing else: a key with
@@ -280,9 +279,8 @@ impl<S: CredentialStore> CachedStore<S> {
     #[cfg(feature = "postgres")]
     pub(crate) async fn invalidate_not_found(&self, hash: &TokenHash) {
         let shared = &*self.shared;
-        bump(&shared.not_found_epoch);
+        let _not_found = shared.not_found_epoch.invalidating();
         shared.negative.invalidate(hash).await;
-        bump(&shared.not_found_epoch);
     }
 
     /// Drops every cached token of the credential `id`.
@@ -301,15 +299,15 @@ impl<S: CredentialStore> CachedStore<S> {
     /// Drops everything.
     pub fn invalidate_all(&self) {
         let shared = &*self.shared;
-        shared.bump_both();
+        let _found = shared.found_epoch.invalidating();
+        let _not_found = shared.not_found_epoch.invalidating();
         shared.positive.invalidate_all();
         shared.negative.invalidate_all();
-        shared.bump_both();
     }
 
     fn invalidate_if(&self, predicate: impl Fn(&Credential) -> bool + Send + Sync + 'static) {
         let shared = &*self.shared;
-        bump(&shared.found_epoch);
+        let _found = shared.found_epoch.invalidating();
         // moka guarantees that no read returns an entry the predicate matches,
         // from now on. It can only refuse if closures were not enabled at
         // build time, which `build` always does; dropping everything is the
@@ -321,7 +319,6 @@ impl<S: CredentialStore> CachedStore<S> {
         {
             shared.positive.invalidate_all();
         }
-        bump(&shared.found_epoch);
     }
 
     /// The hit, miss, negative-hit, coalesced and error counters.
@@ -371,15 +368,10 @@ impl<S: CredentialStore> Shared<S> {
         left
     }
 
-    fn bump_both(&self) {
-        bump(&self.found_epoch);
-        bump(&self.not_found_epoch);
-    }
-
     fn epochs(&self) -> Epochs {
         Epochs {
-            found: self.found_epoch.load(Ordering::SeqCst),
-            not_found: self.not_found_epoch.load(Ordering::SeqCst),
+            found: self.found_epoch.read(),
+            not_found: self.not_found_epoch.read(),
         }
     }
 
@@ -443,14 +435,14 @@ impl<S: CredentialStore> Shared<S> {
             match &result {
                 Ok(_) if now.found != epochs.found => {
                     self.positive.invalidate(hash).await;
-                    bump(&self.found_epoch);
+                    self.found_epoch.bump();
                 }
                 Err(failure)
                     if matches!(**failure, LoadFailure::NotFound)
                         && now.not_found != epochs.not_found =>
                 {
                     self.negative.invalidate(hash).await;
-                    bump(&self.not_found_epoch);
+                    self.not_found_epoch.bump();
                 }
                 _ => {}
             }
@@ -554,11 +546,6 @@ impl<S: CredentialStore + 'static> Resolver for Shared<S> {
     fn load(self: Arc<Self>, token: PresentedToken) -> Lookup {
         Box::pin(async move { Shared::load(&self, &token).await })
     }
-}
-
-/// Moves an invalidation epoch on.
-fn bump(epoch: &AtomicU64) {
-    epoch.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Polls a future once with a no-op waker.
@@ -665,8 +652,8 @@ impl<S: CredentialStore> CachedStoreBuilder<S> {
                 positive,
                 negative,
                 store_timeout: self.store_timeout,
-                found_epoch: AtomicU64::new(0),
-                not_found_epoch: AtomicU64::new(0),
+                found_epoch: Epoch::new(),
+                not_found_epoch: Epoch::new(),
                 counters: Counters::default(),
             }),
         }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::SystemTime;
 
 use sqlx::Row;
+use zeroize::Zeroizing;
 
 use super::{to_millis, to_time, PgCredentialStore, PgStoreError};
 use crate::credential::TokenHash;
@@ -13,8 +14,9 @@ use crate::scope::Scope;
 
 /// A key just created: its token (shown once) and its stored record.
 pub struct NewKey {
-    /// The plaintext token. Show it to the user once; it is not stored.
-    pub token: String,
+    /// The plaintext token. Show it to the user once; it is not stored, and
+    /// it is wiped from memory when dropped.
+    pub token: Zeroizing<String>,
     /// What is stored.
     pub record: ApiKeyRecord,
 }
@@ -131,7 +133,10 @@ impl PgCredentialStore {
                 expires_at,
             )
             .await?;
-        Ok(NewKey { token, record })
+        Ok(NewKey {
+            token: Zeroizing::new(token),
+            record,
+        })
     }
 
     /// Stores a key made elsewhere, by its token's hash, unless a key with

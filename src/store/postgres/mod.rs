@@ -21,7 +21,7 @@
 //! store.set_plan("pro", &["api-access"]).await?;
 //! store.upsert_account("ws_acme", "pro").await?;
 //! let key = store.create_key("ws_acme", "CRM sync", &["contacts:read"], None).await?;
-//! println!("your key, shown once: {}", key.token);
+//! println!("your key, shown once: {}", key.token.as_str());
 //!
 //! let gate = Gate::new(CachedStore::new(store.clone()));
 //! # let _ = gate;

@@ -1,0 +1,310 @@
+//! The example server at `RUST_LOG=trace`, through a conformance pass (every
+//! kind of refusal, a key created, used and revoked, OAuth tokens good and
+//! forged): it logs its decisions, and not one token, full token hash or
+//! 16-hex-digit hash prefix appears in what it writes to stdout or stderr.
+#![cfg(all(feature = "jwt", feature = "introspection"))]
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const ADMIN: &str = "admin-token-for-the-no-secrets-test";
+
+/// The example binary, which `cargo test` builds beside this test (a run
+/// filtered with `--test no_secrets` alone does not: build it first with
+/// `cargo build --examples --all-features`). Refused if older than the
+/// sources, so that a stale build cannot pass for this one.
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let binary = dir.join("examples").join("onboardinghub");
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run `cargo build --examples --all-features`",
+                binary.display()
+            )
+        });
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newest = ["src", "examples"]
+        .iter()
+        .flat_map(|dir| walk(&root.join(dir)))
+        .max()
+        .expect("sources");
+    assert!(
+        built >= newest,
+        "{} is older than the sources: run `cargo build --examples --all-features`",
+        binary.display()
+    );
+    binary
+}
+
+/// The modification times of every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<SystemTime> {
+    let mut times = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            times.extend(walk(&path));
+        } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+            times.push(modified);
+        }
+    }
+    times
+}
+
+/// A running example, its stdout and stderr collected until it is killed.
+struct Example {
+    child: Child,
+    output: Arc<Mutex<Vec<u8>>>,
+    base: String,
+}
+
+impl Example {
+    fn start(issuer: &str) -> Example {
+        let mut child = Command::new(example_binary())
+            .env("ADDR", "127.0.0.1:0")
+            .env("ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "trace")
+            .env("OAUTH_ISSUER", issuer)
+            .env("OAUTH_AUDIENCE", "https://api.test")
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the example (built by cargo test)");
+        let output = Arc::new(Mutex::new(Vec::new()));
+        for mut pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        let started = Instant::now();
+        let base = loop {
+            let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+            if let Some(at) = text.find("listening on http://") {
+                let rest = &text[at + "listening on ".len()..];
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the example did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Example {
+            child,
+            output,
+            base,
+        }
+    }
+
+    fn stop(mut self) -> String {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        std::thread::sleep(Duration::from_millis(100)); // the readers drain
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An RFC 9068 issuer on loopback: metadata and keys.
+async fn issuer(key: &EncodingKey) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut jwk =
+        serde_json::to_value(Jwk::from_encoding_key(key, Algorithm::RS256).unwrap()).unwrap();
+    jwk["kid"] = json!("k1");
+    let jwks = json!({ "keys": [jwk] }).to_string();
+    let metadata = json!({ "issuer": base, "jwks_uri": format!("{base}/jwks") }).to_string();
+    let router = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            axum::routing::get(move || async move { metadata }),
+        )
+        .route("/jwks", axum::routing::get(move || async move { jwks }));
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
+/// What must never be written: each secret, its SHA-256 in hex, and the
+/// first 16 hex digits of that (logs may show 8).
+fn forbidden(secrets: &[String]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for secret in secrets {
+        let hash: String = Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        out.push((secret.clone(), format!("the token {secret:.12}…")));
+        out.push((
+            hash[..16].to_owned(),
+            format!("a 16-hex hash prefix of {secret:.12}…"),
+        ));
+        out.push((hash.clone(), format!("the hash of {secret:.12}…")));
+        // Each part of a JWT is secret too: the signature above all.
+        for part in secret.split('.').filter(|p| p.len() >= 16) {
+            out.push((part.to_owned(), format!("a part of {secret:.12}…")));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_example_logs_decisions_and_never_a_secret() {
+    let key =
+        EncodingKey::from_rsa_pem(include_bytes!("../benches/fixtures/rs256-private.pem")).unwrap();
+    let issuer = issuer(&key).await;
+    let example = Example::start(&issuer);
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", example.base);
+    let get = |auth: Option<String>| {
+        let mut request = http.get(url("/api/v1/contacts"));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let header = Header {
+        typ: Some("at+jwt".into()),
+        kid: Some("k1".into()),
+        ..Header::new(Algorithm::RS256)
+    };
+    let claims = json!({
+        "iss": issuer, "aud": "https://api.test", "sub": "u1", "client_id": "partner", "jti": "j1",
+        "iat": now(), "exp": now() + 600, "scope": "contacts:read", "workspace_id": "ws_acme",
+    });
+    let jwt = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let forged = format!("{}AAAA", &jwt[..jwt.len() - 4]);
+
+    let mut secrets: Vec<String> = [
+        "ohk_demo_all_scopes",
+        "ohk_demo_contacts_read",
+        "ohk_demo_no_api_access",
+        "ohk_0123456789abcdef0123456789abcdef01234567",
+        "not-a-key-at-all-but-secret",
+        "dXNlcjpzZWNyZXQtcGFzc3dvcmQ",
+        ADMIN,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    secrets.extend([jwt.clone(), forged.clone()]);
+    let cases: [(Option<String>, u16); 10] = [
+        (Some("Bearer ohk_demo_all_scopes".into()), 200),
+        (Some("Bearer ohk_demo_no_api_access".into()), 403),
+        (
+            Some("Bearer ohk_0123456789abcdef0123456789abcdef01234567".into()),
+            401,
+        ),
+        (Some("Bearer not-a-key-at-all-but-secret".into()), 401),
+        (Some("Bearer not-a-key-at-all-but-secret".into()), 401), // the negative cache
+        (
+            Some("Bearer ohk_demo_contacts_read ohk_demo_all_scopes".into()),
+            400,
+        ),
+        (Some("Basic dXNlcjpzZWNyZXQtcGFzc3dvcmQ".into()), 401),
+        (None, 401),
+        (Some(format!("Bearer {jwt}")), 200),
+        (Some(format!("Bearer {forged}")), 401),
+    ];
+    for (auth, want) in cases {
+        assert_eq!(get(auth.clone()).await, want, "{auth:?}");
+    }
+    // A missing scope, on a write.
+    let reply = http
+        .post(url("/api/v1/contacts"))
+        .header("authorization", "Bearer ohk_demo_contacts_read")
+        .header("content-type", "application/json")
+        .body(r#"{"name":"Ada","email":"ada@example.com"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status().as_u16(), 403);
+
+    // A key created, used, revoked.
+    let created = http
+        .post(url("/developer/keys"))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .header("content-type", "application/json")
+        .body(r#"{"name":"ci","scopes":["contacts:read"]}"#)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let created: Value = serde_json::from_str(&created).unwrap();
+    let token = created["token"].as_str().expect("a token").to_owned();
+    let id = created["id"].as_str().expect("an id").to_owned();
+    secrets.push(token.clone());
+    assert_eq!(get(Some(format!("Bearer {token}"))).await, 200);
+    let revoked = http
+        .delete(url(&format!("/developer/keys/{id}")))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success(), "{}", revoked.status());
+    assert_eq!(get(Some(format!("Bearer {token}"))).await, 401);
+
+    let output = example.stop();
+    let refused = output
+        .lines()
+        .filter(|l| l.contains("request refused"))
+        .count();
+    assert!(refused >= 9, "the example logs its decisions:\n{output}");
+    assert!(
+        output.contains("scopegate::store"),
+        "and its store calls:\n{output}"
+    );
+    // What logs may show of a token: its hash's first 4 bytes. Seeing them
+    // proves the store calls were logged, and that the checks below look
+    // at the right output.
+    let prefix = |token: &str| {
+        let hash = Sha256::digest(token.as_bytes());
+        hash[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert!(
+        output.contains(&prefix("not-a-key-at-all-but-secret")),
+        "{output}"
+    );
+    for (needle, what) in forbidden(&secrets) {
+        assert!(
+            !output.contains(&needle),
+            "{what} appears in the output:\n{output}"
+        );
+    }
+    println!(
+        "{} lines of output, {refused} refusals logged, no secret",
+        output.lines().count()
+    );
+}
