@@ -153,6 +153,11 @@ fn hot_path(c: &mut Criterion) {
         tower_http_bearer.layer(bare()),
         Some(&all)
     );
+    serve!(
+        "peer_minimal_handwritten",
+        support::Minimal::new(&[(TOKEN, credential("key_all", &SCOPES, true))], bare()),
+        Some(&all)
+    );
     jwt_peers(&mut g);
     #[cfg(feature = "jwt")]
     scopegate_jwt(&mut g, &rt, keys.clone());

@@ -55,6 +55,11 @@ fn main() {
     let (all, read_only, unknown) = (bearer(TOKEN), bearer(READ_ONLY), bearer(UNKNOWN));
     match variant {
         "bare" => run(&rt, bare(), Some(&all), n),
+        "peer_minimal_handwritten" => {
+            let minimal =
+                support::Minimal::new(&[(TOKEN, credential("key_all", &SCOPES, true))], bare());
+            run(&rt, minimal, Some(&all), n)
+        }
         "stacked_hit" => run(&rt, stacked("contacts:read"), Some(&all), n),
         "reject_401_missing" => run(&rt, stacked("contacts:read"), None, n),
         "reject_401_unknown" => run(&rt, stacked("contacts:read"), Some(&unknown), n),
