@@ -4,6 +4,8 @@
 //! 16-hex-digit hash prefix appears in what it writes to stdout or stderr.
 #![cfg(all(feature = "jwt", feature = "introspection"))]
 
+mod common;
+
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -16,53 +18,6 @@ use sha2::{Digest, Sha256};
 
 const ADMIN: &str = "admin-token-for-the-no-secrets-test";
 
-/// The example binary, which `cargo test` builds beside this test (a run
-/// filtered with `--test no_secrets` alone does not: build it first with
-/// `cargo build --examples --all-features`). Refused if older than the
-/// sources, so that a stale build cannot pass for this one.
-fn example_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir");
-    let binary = dir.join("examples").join("onboardinghub");
-    let built = std::fs::metadata(&binary)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e}; run `cargo build --examples --all-features`",
-                binary.display()
-            )
-        });
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest = ["src", "examples"]
-        .iter()
-        .flat_map(|dir| walk(&root.join(dir)))
-        .max()
-        .expect("sources");
-    assert!(
-        built >= newest,
-        "{} is older than the sources: run `cargo build --examples --all-features`",
-        binary.display()
-    );
-    binary
-}
-
-/// The modification times of every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<SystemTime> {
-    let mut times = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            times.extend(walk(&path));
-        } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
-            times.push(modified);
-        }
-    }
-    times
-}
-
 /// A running example, its stdout and stderr collected until it is killed.
 struct Example {
     child: Child,
@@ -72,7 +27,7 @@ struct Example {
 
 impl Example {
     fn start(issuer: &str) -> Example {
-        let mut child = Command::new(example_binary())
+        let mut child = Command::new(common::example_binary("onboardinghub"))
             .env("ADDR", "127.0.0.1:0")
             .env("ADMIN_TOKEN", ADMIN)
             .env("RUST_LOG", "trace")

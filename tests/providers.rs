@@ -367,19 +367,28 @@ async fn auth0() {
     .await;
 }
 
-#[tokio::test]
-async fn entra() {
-    const TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
-    let shape = |base: &str| Shape {
-        provider: Provider::entra(TENANT).authority(base),
-        metadata: format!("/{TENANT}/v2.0/.well-known/openid-configuration"),
-        jwks: format!("/{TENANT}/discovery/v2.0/keys"),
+const ENTRA_TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
+
+/// Entra ID's fixture, its tokens' claims given.
+fn entra_shape(base: &str, claims: fn(&Grant<'_>) -> Value) -> Shape {
+    Shape {
+        provider: Provider::entra(ENTRA_TENANT).authority(base),
+        metadata: format!("/{ENTRA_TENANT}/v2.0/.well-known/openid-configuration"),
+        jwks: format!("/{ENTRA_TENANT}/discovery/v2.0/keys"),
         typ: Some("JWT"),
         audience: "6e74172b-be56-4843-9ff4-e66a39bb12e3",
-        accounts: [TENANT, "72f988bf-86f1-41af-91ab-2d7cd011db47"],
-        // https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference
-        // (a delegated token: the scopes in `scp`)
-        claims: |g| {
+        accounts: [ENTRA_TENANT, "72f988bf-86f1-41af-91ab-2d7cd011db47"],
+        claims,
+        configure: |builder| builder,
+    }
+}
+
+#[tokio::test]
+async fn entra() {
+    // https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference
+    // (a delegated token: the scopes in `scp`)
+    let shape = |base: &str| {
+        entra_shape(base, |g| {
             json!({
                 "aud": g.audience, "iss": g.issuer, "iat": now(), "nbf": now(), "exp": now() + 3600,
                 "aio": "AXQAi/8UAAAAr8PkQ5aF0", "azp": "2a4c6e8f-1b3d-4f5a-8c7e-9d0b1a2c3e4f", "azpacr": "0",
@@ -388,15 +397,15 @@ async fn entra() {
                 "scp": g.scope, "sub": "MF4f-ggWMEji12KynJUNQZphaUTvLcQug5jdF2nl01Q",
                 "tid": g.account, "uti": "fqiBqXLPj0eQa82S-IYFAA", "ver": "2.0",
             })
-        },
-        configure: |builder| builder,
+        })
     };
+    let v1_issuer = format!("https://sts.windows.net/{ENTRA_TENANT}/");
     check(
         shape,
         &[
             (
                 "a v1.0 token",
-                json!({"iss": format!("https://sts.windows.net/{TENANT}/"), "ver": "1.0"}),
+                json!({"iss": v1_issuer, "ver": "1.0"}),
                 None,
             ),
             ("no token id", json!({"uti": null}), None),
@@ -409,15 +418,8 @@ async fn entra() {
 /// permissions in `roles`, and no `scp`.
 #[tokio::test]
 async fn entra_app_roles() {
-    const TENANT: &str = "9188040d-6c67-4c5b-b112-36a304b66dad";
-    let shape = |base: &str| Shape {
-        provider: Provider::entra(TENANT).authority(base),
-        metadata: format!("/{TENANT}/v2.0/.well-known/openid-configuration"),
-        jwks: format!("/{TENANT}/discovery/v2.0/keys"),
-        typ: Some("JWT"),
-        audience: "6e74172b-be56-4843-9ff4-e66a39bb12e3",
-        accounts: [TENANT, "72f988bf-86f1-41af-91ab-2d7cd011db47"],
-        claims: |g| {
+    let shape = |base: &str| {
+        entra_shape(base, |g| {
             json!({
                 "aud": g.audience, "iss": g.issuer, "iat": now(), "nbf": now(), "exp": now() + 3600,
                 "azp": "2a4c6e8f-1b3d-4f5a-8c7e-9d0b1a2c3e4f", "azpacr": "1", "idtyp": "app",
@@ -425,8 +427,7 @@ async fn entra_app_roles() {
                 "sub": "c3f1b2a4-5d6e-4f7a-8b9c-0d1e2f3a4b5c", "tid": g.account,
                 "uti": "dBKpL0yT5kWn6cVb2M0QAA", "ver": "2.0",
             })
-        },
-        configure: |builder| builder,
+        })
     };
     check(
         shape,

@@ -112,3 +112,50 @@ impl Server {
         .await
     }
 }
+
+/// The example binary `name`, which `cargo test` builds beside the tests (a
+/// run filtered with `--test` alone does not: build it first with `cargo
+/// build --examples --all-features`). Refused if older than the
+/// sources, so that a stale build cannot pass for this one.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir");
+    let binary = dir.join("examples").join(name);
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run `cargo build --examples --all-features`",
+                binary.display()
+            )
+        });
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let newest = ["src", "examples"]
+        .iter()
+        .flat_map(|dir| walk(&root.join(dir)))
+        .max()
+        .expect("sources");
+    assert!(
+        built >= newest,
+        "{} is older than the sources: run `cargo build --examples --all-features`",
+        binary.display()
+    );
+    binary
+}
+
+/// The modification times of every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::time::SystemTime> {
+    let mut times = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            times.extend(walk(&path));
+        } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
+            times.push(modified);
+        }
+    }
+    times
+}
