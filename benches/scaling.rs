@@ -232,9 +232,102 @@ where
     })
 }
 
+/// Skewed traffic, as real API traffic is: Zipf(s = 1.0) over 100,000
+/// cached keys, next to round-robin over them and one hot key, in one run
+/// (issue #15, target 1: Zipf ≤ 1.5 × the hot key, round-robin ≤ 2.5 ×).
+fn skewed(c: &mut Criterion) {
+    const N: usize = 100_000;
+    let rt = runtime();
+    let _context = rt.enter();
+    let keys = MemoryStore::new();
+    let tokens: Vec<String> = (0..N).map(|i| format!("ohk_skew_{i:035}")).collect();
+    for (i, token) in tokens.iter().enumerate() {
+        keys.insert_token(token, credential(&format!("key_{i}"), &SCOPES, true));
+    }
+    let cache = CachedStore::builder(keys)
+        .max_capacity(N as u64 + 1)
+        .build();
+    rt.block_on(async {
+        for token in &tokens {
+            let token = scopegate::credential::PresentedToken::new(token);
+            cache
+                .resolve(&token)
+                .await
+                .expect("store")
+                .expect("credential");
+        }
+        cache.run_pending_tasks().await;
+    });
+    let headers: Vec<_> = tokens.iter().map(|t| bearer(t)).collect();
+    let gate = Gate::new(cache.clone());
+    let mut service = ServiceBuilder::new()
+        .layer(gate.api_access())
+        .layer(gate.require_scope("contacts:read").expect("scope"))
+        .service(bare());
+
+    // A fixed Zipf(1.0) sequence: rank k drawn with weight 1/k, by inverse
+    // CDF from a xorshift generator, shuffled across ranks so that hot keys
+    // land anywhere in the front.
+    let cumulative: Vec<f64> = (1..=N)
+        .scan(0.0, |sum, k| {
+            *sum += 1.0 / k as f64;
+            Some(*sum)
+        })
+        .collect();
+    let total = cumulative[N - 1];
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next_random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let sequence: Vec<usize> = (0..1 << 20)
+        .map(|_| {
+            let rank = cumulative.partition_point(|&c| c < next_random() * total);
+            // A fixed permutation of ranks over keys.
+            (rank * 7_919) % N
+        })
+        .collect();
+    let mut g = c.benchmark_group("scaling/skewed");
+    let at = Cell::new(0usize);
+    g.bench_function(BenchmarkId::new("zipf_1.0", N), |b| {
+        b.iter_batched(
+            || {
+                let i = at.get();
+                at.set((i + 1) % sequence.len());
+                request(Some(&headers[sequence[i]]))
+            },
+            |req| call(&rt, &mut service, req),
+            BatchSize::SmallInput,
+        )
+    });
+    let at = Cell::new(0usize);
+    g.bench_function(BenchmarkId::new("round_robin", N), |b| {
+        b.iter_batched(
+            || {
+                let i = at.get();
+                at.set((i + 1) % N);
+                request(Some(&headers[i]))
+            },
+            |req| call(&rt, &mut service, req),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function(BenchmarkId::new("hot_key", N), |b| {
+        b.iter_batched(
+            || request(Some(&headers[0])),
+            |req| call(&rt, &mut service, req),
+            BatchSize::SmallInput,
+        )
+    });
+    assert_eq!(cache.stats().misses, N as u64, "the bench ran on hits only");
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = cache_size, scope_count, threads
+    targets = cache_size, scope_count, threads, skewed
 }
 criterion_main!(benches);

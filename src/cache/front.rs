@@ -4,7 +4,11 @@
 //! that other threads write.
 //!
 //! Entries are keyed by a [`Key`], a MAC of the token that costs half its
-//! SHA-256; the digest is computed only when the front has no answer.
+//! SHA-256; the digest is computed only when the front has no answer. A slot
+//! goes to the key asked for most: each hit earns its entry a credit (at
+//! most 16), each request for another key of the slot spends one, and only
+//! an entry without credit is replaced, so a cold key cannot hold a hot
+//! key's slot for its whole lifetime.
 //!
 //! Correctness rests on two facts. An entry expires before the moka entry it
 //! copies (see [`Deadline`]). And an entry carries the cache's
@@ -15,7 +19,7 @@
 //! after an `invalidate*` call returns, no thread serves it, and the lookup
 //! falls through to moka.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -28,6 +32,10 @@ use crate::credential::Credential;
 /// uniform, so hot tokens rarely share a slot; a clash only costs a moka read.
 const SLOTS: usize = 64;
 
+/// The most credit a slot's entry can hold: an entry gone cold gives its
+/// slot up after at most this many requests for other keys of the slot.
+const MAX_CREDIT: u32 = 16;
+
 struct Slot {
     /// Which `CachedStore` the entry belongs to.
     store: u64,
@@ -36,6 +44,11 @@ struct Slot {
     epoch: u64,
     deadline: Deadline,
     answer: Cached,
+    /// Earned by each hit, spent by each request for another key of this
+    /// slot; at none, such a request takes the slot. So the slot goes to the
+    /// key that is asked for most, not to the first one seen: under skewed
+    /// traffic over many keys, hot keys keep their copies.
+    credit: Cell<u32>,
 }
 
 /// An answer the cache gives without calling the store.
@@ -161,11 +174,14 @@ pub(super) fn get(store: u64, key: &Key, epochs: Epochs) -> Option<Cached> {
         .try_with(|front| {
             let front = front.try_borrow().ok()?;
             let slot = front.get(slot_of(key))?.as_ref()?;
-            (slot.store == store
+            let current = slot.store == store
                 && slot.key == *key
                 && slot.epoch_is(epochs)
-                && !slot.deadline.passed())
-            .then(|| slot.answer.clone())
+                && !slot.deadline.passed();
+            current.then(|| {
+                slot.credit.set((slot.credit.get() + 1).min(MAX_CREDIT));
+                slot.answer.clone()
+            })
         })
         .ok()
         .flatten()
@@ -185,12 +201,18 @@ pub(super) fn put(store: u64, key: &Key, epochs: Epochs, deadline: Deadline, ans
         let Some(slot) = front.get_mut(slot_of(key)) else {
             return;
         };
-        // A slot held by a live entry of another key stays: two hot keys in
-        // one slot would otherwise copy a credential on every request.
-        if slot.as_ref().is_some_and(|s| {
+        // A live entry of another key keeps its slot while it has credit,
+        // and pays one for this request: two keys asked for alike do not
+        // take the slot from each other (which would copy a credential on
+        // every request), and the one asked for more keeps it.
+        if let Some(incumbent) = slot.as_ref().filter(|s| {
             s.store == store && s.key != *key && s.epoch_is(epochs) && !s.deadline.passed()
         }) {
-            return;
+            let credit = incumbent.credit.get();
+            if credit > 0 {
+                incumbent.credit.set(credit - 1);
+                return;
+            }
         }
         *slot = Some(Slot {
             store,
@@ -201,6 +223,7 @@ pub(super) fn put(store: u64, key: &Key, epochs: Epochs, deadline: Deadline, ans
                 Cached::Found(credential) => Cached::Found(Arc::new(Credential::clone(credential))),
                 Cached::NotFound => Cached::NotFound,
             },
+            credit: Cell::new(1),
         });
     });
 }
@@ -219,6 +242,61 @@ mod tests {
         let mut unkeyed = SipHasher24::new_with_keys(0, 0);
         unkeyed.write(token);
         assert!(Key::of(token).0 != unkeyed.finish128().as_u128());
+    }
+
+    #[test]
+    fn a_slot_goes_to_the_key_asked_for_most() {
+        use crate::credential::CredentialKind;
+        // Two tokens whose keys share a slot.
+        let a = Key::of(b"token-a");
+        let b = (0..)
+            .map(|i| Key::of(format!("token-b{i}").as_bytes()))
+            .find(|k| slot_of(k) == slot_of(&a) && *k != a)
+            .unwrap();
+        let (store, epochs) = (
+            u64::MAX - 7,
+            Epochs {
+                found: 0,
+                not_found: 0,
+            },
+        );
+        let found =
+            |id: &str| Cached::Found(Arc::new(Credential::new(id, "ws", CredentialKind::ApiKey)));
+        let put = |key: &Key, id: &str| {
+            put(
+                store,
+                key,
+                epochs,
+                Deadline::after(Duration::from_secs(60)),
+                &found(id),
+            );
+        };
+        let holds = |key: &Key| get(store, key, epochs).is_some();
+
+        put(&a, "a");
+        assert!(holds(&a)); // credit 2
+        put(&b, "b"); // 1
+        put(&b, "b"); // 0
+        assert!(!holds(&b), "a keeps the slot while it has credit");
+        assert!(holds(&a)); // 1: hit again, so b has to try again
+        put(&b, "b"); // 0
+        put(&b, "b");
+        assert!(holds(&b), "b, asked for more, took the slot");
+        assert!(!holds(&a));
+
+        // An entry gone cold gives its slot up within MAX_CREDIT requests,
+        // however often it was hit before.
+        for _ in 0..100 {
+            assert!(holds(&b));
+        }
+        for _ in 0..MAX_CREDIT {
+            put(&a, "a");
+            assert!(holds(&b) && !holds(&a));
+            // (each check above earned b one credit back: spend it too)
+            put(&a, "a");
+        }
+        put(&a, "a");
+        assert!(holds(&a), "a took the slot back");
     }
 
     #[test]
