@@ -12,37 +12,45 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use http::HeaderValue;
 use scopegate::scope::Requirement;
 use scopegate::{CachedStore, Gate, MemoryStore};
 use support::{bare, bearer, call, credential, request, runtime, SCOPES};
 use tower::ServiceBuilder;
+
+/// A cache holding `n` credentials, each resolved once, and their
+/// `Authorization` headers.
+fn cached(rt: &tokio::runtime::Runtime, n: usize) -> (CachedStore<MemoryStore>, Vec<HeaderValue>) {
+    let keys = MemoryStore::new();
+    let tokens: Vec<String> = (0..n).map(|i| format!("ohk_scale_{i:034}")).collect();
+    for (i, token) in tokens.iter().enumerate() {
+        keys.insert_token(token, credential(&format!("key_{i}"), &SCOPES, true));
+    }
+    let cache = CachedStore::builder(keys)
+        .max_capacity(n as u64 + 1)
+        .build();
+    rt.block_on(async {
+        for token in &tokens {
+            let token = scopegate::credential::PresentedToken::new(token);
+            cache
+                .resolve(&token)
+                .await
+                .expect("store")
+                .expect("credential");
+        }
+        cache.run_pending_tasks().await;
+    });
+    assert_eq!(cache.entry_count(), n as u64, "all {n} credentials cached");
+    let headers = tokens.iter().map(|t| bearer(t)).collect();
+    (cache, headers)
+}
 
 fn cache_size(c: &mut Criterion) {
     let rt = runtime();
     let _context = rt.enter();
     let mut g = c.benchmark_group("scaling/cached_credentials");
     for n in [1usize, 10_000, 1_000_000] {
-        let keys = MemoryStore::new();
-        let tokens: Vec<String> = (0..n).map(|i| format!("ohk_scale_{i:034}")).collect();
-        for (i, token) in tokens.iter().enumerate() {
-            keys.insert_token(token, credential(&format!("key_{i}"), &SCOPES, true));
-        }
-        let cache = CachedStore::builder(keys)
-            .max_capacity(n as u64 + 1)
-            .build();
-        rt.block_on(async {
-            for token in &tokens {
-                cache
-                    .resolve(&scopegate::credential::PresentedToken::new(token))
-                    .await
-                    .expect("store")
-                    .expect("credential");
-            }
-            cache.run_pending_tasks().await;
-        });
-        assert_eq!(cache.entry_count(), n as u64, "all {n} credentials cached");
-        let headers: Vec<_> = tokens.iter().map(|t| bearer(t)).collect();
-        drop(tokens);
+        let (cache, headers) = cached(&rt, n);
         let gate = Gate::new(cache.clone());
         let mut service = ServiceBuilder::new()
             .layer(gate.api_access())
@@ -239,26 +247,7 @@ fn skewed(c: &mut Criterion) {
     const N: usize = 100_000;
     let rt = runtime();
     let _context = rt.enter();
-    let keys = MemoryStore::new();
-    let tokens: Vec<String> = (0..N).map(|i| format!("ohk_skew_{i:035}")).collect();
-    for (i, token) in tokens.iter().enumerate() {
-        keys.insert_token(token, credential(&format!("key_{i}"), &SCOPES, true));
-    }
-    let cache = CachedStore::builder(keys)
-        .max_capacity(N as u64 + 1)
-        .build();
-    rt.block_on(async {
-        for token in &tokens {
-            let token = scopegate::credential::PresentedToken::new(token);
-            cache
-                .resolve(&token)
-                .await
-                .expect("store")
-                .expect("credential");
-        }
-        cache.run_pending_tasks().await;
-    });
-    let headers: Vec<_> = tokens.iter().map(|t| bearer(t)).collect();
+    let (cache, headers) = cached(&rt, N);
     let gate = Gate::new(cache.clone());
     let mut service = ServiceBuilder::new()
         .layer(gate.api_access())

@@ -33,7 +33,6 @@ use scopegate::cache::CachedStore;
 use scopegate::store::postgres::{InvalidationListener, PgCredentialStore};
 use scopegate::Gate;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use tower::{ServiceBuilder, ServiceExt};
 
 /// Why these tests cannot run here, if they cannot.
 fn unavailable() -> Option<String> {
@@ -383,20 +382,9 @@ async fn instance_with(
 }
 
 impl Instance {
+    /// GET through `api-access` + `contacts:read`, as the example API does.
     async fn status(&self, token: &str) -> u16 {
-        let app = ServiceBuilder::new()
-            .layer(self.gate.api_access())
-            .layer(self.gate.require_scope("contacts:read").unwrap())
-            .service(tower::service_fn(|_: http::Request<()>| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
-                    bytes::Bytes,
-                >::new()))
-            }));
-        let request = http::Request::get("/api/v1/contacts")
-            .header("authorization", format!("Bearer {token}"))
-            .body(())
-            .unwrap();
-        app.oneshot(request).await.unwrap().status().as_u16()
+        common::stacked_status(&self.gate, token).await
     }
 }
 

@@ -350,20 +350,7 @@ async fn instance(db: &TestDb, fallback: Duration) -> Instance {
 impl Instance {
     /// GET through `api-access` + `contacts:read`, as the example API does.
     async fn status(&self, token: &str) -> u16 {
-        use tower::{ServiceBuilder, ServiceExt};
-        let app = ServiceBuilder::new()
-            .layer(self.gate.api_access())
-            .layer(self.gate.require_scope("contacts:read").unwrap())
-            .service(tower::service_fn(|_: http::Request<()>| async {
-                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<
-                    bytes::Bytes,
-                >::new()))
-            }));
-        let request = http::Request::get("/api/v1/contacts")
-            .header("authorization", format!("Bearer {token}"))
-            .body(())
-            .unwrap();
-        app.oneshot(request).await.unwrap().status().as_u16()
+        common::stacked_status(&self.gate, token).await
     }
 
     /// Polls until `token` gets `want`, and returns how long that took.

@@ -159,3 +159,26 @@ fn walk(dir: &std::path::Path) -> Vec<std::time::SystemTime> {
     }
     times
 }
+
+/// `GET /api/v1/contacts` with `token`, through `api-access` and
+/// `contacts:read` of `gate`, as the example API checks it: the status.
+pub async fn stacked_status(gate: &scopegate::Gate, token: &str) -> u16 {
+    use tower::{ServiceBuilder, ServiceExt};
+    let app = ServiceBuilder::new()
+        .layer(gate.api_access())
+        .layer(gate.require_scope("contacts:read").expect("scope"))
+        .service(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(
+                http_body_util::Empty::<Bytes>::new(),
+            ))
+        }));
+    let request = Request::get("/api/v1/contacts")
+        .header("authorization", format!("Bearer {token}"))
+        .body(())
+        .expect("request");
+    app.oneshot(request)
+        .await
+        .expect("infallible")
+        .status()
+        .as_u16()
+}
