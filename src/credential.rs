@@ -37,8 +37,10 @@
 //! # }
 //! ```
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -246,7 +248,8 @@ pub struct Credential {
     account_id: Box<str>,
     kind: CredentialKind,
     scopes: ScopeSet,
-    entitlements: Box<[Box<str>]>,
+    /// Shared by every credential of the same plan (see [`Plans`]).
+    entitlements: Arc<[Box<str>]>,
     expires_at: Option<SystemTime>,
     max_cache_age: Option<Duration>,
 }
@@ -259,7 +262,7 @@ impl Credential {
             account_id: account_id.into().into_boxed_str(),
             kind,
             scopes: ScopeSet::new(),
-            entitlements: Box::new([]),
+            entitlements: Plans::shared(Vec::new()),
             expires_at: None,
             max_cache_age: None,
         }
@@ -272,6 +275,9 @@ impl Credential {
     }
 
     /// Sets the account's plan entitlements, e.g. `["api-access"]`.
+    ///
+    /// Credentials with the same entitlements share one copy of them, so a
+    /// cache of many keys of a few plans holds each plan's strings once.
     pub fn with_entitlements<I>(mut self, entitlements: I) -> Self
     where
         I: IntoIterator,
@@ -283,7 +289,7 @@ impl Credential {
             .collect();
         list.sort_unstable();
         list.dedup();
-        self.entitlements = list.into_boxed_slice();
+        self.entitlements = Plans::shared(list);
         self
     }
 
@@ -350,9 +356,68 @@ impl Credential {
     }
 }
 
+/// The entitlement lists credentials share: one per distinct list, so
+/// 100,000 cached keys of three plans hold three copies of the plans'
+/// strings, not 100,000 (`cargo bench --bench memory` measures it).
+///
+/// Bounded: at [`Plans::MAX`] distinct lists it first forgets those no
+/// credential holds any more, and past that gives a credential its own copy,
+/// as before. Only credentials being built take the lock, never a request
+/// that a cache answers.
+struct Plans;
+
+impl Plans {
+    const MAX: usize = 1024;
+
+    fn shared(list: Vec<Box<str>>) -> Arc<[Box<str>]> {
+        static PLANS: OnceLock<Mutex<HashSet<Arc<[Box<str>]>>>> = OnceLock::new();
+        let mut plans = PLANS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(plan) = plans.get(&*list) {
+            return Arc::clone(plan);
+        }
+        if plans.len() >= Self::MAX {
+            plans.retain(|plan| Arc::strong_count(plan) > 1);
+        }
+        let plan: Arc<[Box<str>]> = list.into();
+        if plans.len() < Self::MAX {
+            plans.insert(Arc::clone(&plan));
+        }
+        plan
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_of_one_plan_share_its_entitlements() {
+        let plan = ["sso", "api-access", "webhooks"];
+        let a = Credential::new("a", "ws_1", CredentialKind::ApiKey).with_entitlements(plan);
+        let b = Credential::new("b", "ws_2", CredentialKind::ApiKey).with_entitlements([
+            "webhooks",
+            "sso",
+            "api-access",
+            "sso",
+        ]);
+        assert!(Arc::ptr_eq(&a.entitlements, &b.entitlements));
+        let other = Credential::new("c", "ws_3", CredentialKind::ApiKey).with_entitlements(["sso"]);
+        assert!(!Arc::ptr_eq(&a.entitlements, &other.entitlements));
+        assert_eq!(other.entitlements().collect::<Vec<_>>(), ["sso"]);
+
+        // Past the bound, lists nobody holds are forgotten, and a list that
+        // finds no room is the credential's own: still correct, not shared.
+        for i in 0..2 * Plans::MAX {
+            let c = Credential::new("k", "ws", CredentialKind::ApiKey)
+                .with_entitlements([format!("plan-{i}")]);
+            assert!(c.has_entitlement(&format!("plan-{i}")));
+        }
+        let c = Credential::new("d", "ws_4", CredentialKind::ApiKey).with_entitlements(plan);
+        assert!(Arc::ptr_eq(&a.entitlements, &c.entitlements));
+    }
 
     #[test]
     fn hash_is_sha256_and_round_trips_hex() {
