@@ -126,8 +126,11 @@ fn hot_path(c: &mut Criterion) {
     );
 
     // Rejections: denial floods must be cheap too.
-    rt.block_on(cache.resolve(&PresentedToken::new(UNKNOWN)))
-        .expect("store");
+    // Twice: a token's second "not found" is the one cached.
+    for _ in 0..2 {
+        rt.block_on(cache.resolve(&PresentedToken::new(UNKNOWN)))
+            .expect("store");
+    }
     serve!("reject_401_missing", stacked("contacts:read"), None);
     serve!(
         "reject_401_unknown",
@@ -144,6 +147,49 @@ fn hot_path(c: &mut Criterion) {
         stacked("contacts:read"),
         Some(&free)
     );
+
+    // A flood of made-up tokens, a new one on every request (issue #15,
+    // target 2): each is a store call and a negative-cache entry without a
+    // token filter; with `ApiKey::filter`, a malformed key is refused before
+    // any lookup, as cheaply as a missing header.
+    let fresh = std::cell::Cell::new(0u64);
+    let fresh_token = |prefix: &str| {
+        fresh.set(fresh.get() + 1);
+        bearer(&format!("{prefix}{:032}", fresh.get()))
+    };
+    // The same fresh requests to the bare service: what building and
+    // dropping a request with a new header costs by itself.
+    let mut plain = bare();
+    g.bench_function("bare_fresh_token", |b| {
+        b.iter_batched(
+            || request(Some(&fresh_token("ohk_fresh_"))),
+            |req| call(&rt, &mut plain, req),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut flood = stacked("contacts:read");
+    g.bench_function("reject_401_fresh_unknown", |b| {
+        b.iter_batched(
+            || request(Some(&fresh_token("ohk_fresh_"))),
+            |req| call(&rt, &mut flood, req),
+            BatchSize::SmallInput,
+        )
+    });
+    let filtered = Gate::builder(cache.clone())
+        .token_filter(scopegate::key::ApiKey::filter)
+        .build()
+        .expect("gate");
+    let mut flood = ServiceBuilder::new()
+        .layer(filtered.api_access())
+        .layer(filtered.require_scope("contacts:read").expect("scope"))
+        .service(bare());
+    g.bench_function("reject_401_fresh_malformed_filtered", |b| {
+        b.iter_batched(
+            || request(Some(&fresh_token("ohk_fresh_"))),
+            |req| call(&rt, &mut flood, req),
+            BatchSize::SmallInput,
+        )
+    });
 
     // Peers a user would pick instead.
     #[allow(deprecated)] // `bearer` is the peer being measured.

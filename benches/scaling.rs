@@ -240,30 +240,92 @@ where
     })
 }
 
-/// Skewed traffic, as real API traffic is: Zipf(s = 1.0) over 100,000
-/// cached keys, next to round-robin over them and one hot key, in one run
-/// (issue #15, target 1: Zipf ≤ 1.5 × the hot key, round-robin ≤ 2.5 ×).
+/// Skewed traffic, as real API traffic is: Zipf(s = 1.0) over 100,000 and
+/// 1,000,000 cached keys, next to round-robin over them and one hot key, in
+/// one run (issue #15, target 1: Zipf ≤ 1.5 × the hot key, round-robin
+/// ≤ 2.5 ×), and moka's own get of the same Zipf sequence as the floor.
 fn skewed(c: &mut Criterion) {
-    const N: usize = 100_000;
     let rt = runtime();
     let _context = rt.enter();
-    let (cache, headers) = cached(&rt, N);
-    let gate = Gate::new(cache.clone());
-    let mut service = ServiceBuilder::new()
-        .layer(gate.api_access())
-        .layer(gate.require_scope("contacts:read").expect("scope"))
-        .service(bare());
+    let mut g = c.benchmark_group("scaling/skewed");
+    for n in [100_000, 1_000_000] {
+        let (cache, headers) = cached(&rt, n);
+        let gate = Gate::new(cache.clone());
+        let mut service = ServiceBuilder::new()
+            .layer(gate.api_access())
+            .layer(gate.require_scope("contacts:read").expect("scope"))
+            .service(bare());
+        let sequence = zipf(n, 1 << 20);
+        let at = Cell::new(0usize);
+        g.bench_function(BenchmarkId::new("zipf_1.0", n), |b| {
+            b.iter_batched(
+                || {
+                    let i = at.get();
+                    at.set((i + 1) % sequence.len());
+                    request(Some(&headers[sequence[i]]))
+                },
+                |req| call(&rt, &mut service, req),
+                BatchSize::SmallInput,
+            )
+        });
+        let at = Cell::new(0usize);
+        g.bench_function(BenchmarkId::new("round_robin", n), |b| {
+            b.iter_batched(
+                || {
+                    let i = at.get();
+                    at.set((i + 1) % n);
+                    request(Some(&headers[i]))
+                },
+                |req| call(&rt, &mut service, req),
+                BatchSize::SmallInput,
+            )
+        });
+        g.bench_function(BenchmarkId::new("hot_key", n), |b| {
+            b.iter_batched(
+                || request(Some(&headers[0])),
+                |req| call(&rt, &mut service, req),
+                BatchSize::SmallInput,
+            )
+        });
+        assert_eq!(cache.stats().misses, n as u64, "the bench ran on hits only");
+        drop((service, gate, cache));
 
-    // A fixed Zipf(1.0) sequence: rank k drawn with weight 1/k, by inverse
-    // CDF from a xorshift generator, shuffled across ranks so that hot keys
-    // land anywhere in the front.
-    let cumulative: Vec<f64> = (1..=N)
+        // The floor: moka's own get of the same keys in the same Zipf order.
+        let moka = moka::future::Cache::new(n as u64 + 1);
+        let hashes: Vec<_> = headers
+            .iter()
+            .map(|h| scopegate::credential::TokenHash::of(&h.as_bytes()[7..]))
+            .collect();
+        rt.block_on(async {
+            for (i, hash) in hashes.iter().enumerate() {
+                let credential = credential(&format!("key_{i}"), &SCOPES, true);
+                moka.insert(*hash, std::sync::Arc::new(credential)).await;
+            }
+        });
+        let at = Cell::new(0usize);
+        g.bench_function(BenchmarkId::new("floor_moka_get_zipf_1.0", n), |b| {
+            b.iter(|| {
+                let i = at.get();
+                at.set((i + 1) % sequence.len());
+                support::drive(&rt, moka.get(&hashes[sequence[i]]))
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A fixed Zipf(1.0) sequence of `len` keys out of `n`: rank k drawn with
+/// weight 1/k, by inverse CDF from a xorshift generator, and the ranks
+/// spread over the keys by a fixed permutation, so that hot keys land
+/// anywhere in the front.
+fn zipf(n: usize, len: usize) -> Vec<usize> {
+    let cumulative: Vec<f64> = (1..=n)
         .scan(0.0, |sum, k| {
             *sum += 1.0 / k as f64;
             Some(*sum)
         })
         .collect();
-    let total = cumulative[N - 1];
+    let total = cumulative[n - 1];
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next_random = move || {
         state ^= state << 13;
@@ -271,47 +333,12 @@ fn skewed(c: &mut Criterion) {
         state ^= state << 17;
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
-    let sequence: Vec<usize> = (0..1 << 20)
+    (0..len)
         .map(|_| {
             let rank = cumulative.partition_point(|&c| c < next_random() * total);
-            // A fixed permutation of ranks over keys.
-            (rank * 7_919) % N
+            (rank * 7_919) % n
         })
-        .collect();
-    let mut g = c.benchmark_group("scaling/skewed");
-    let at = Cell::new(0usize);
-    g.bench_function(BenchmarkId::new("zipf_1.0", N), |b| {
-        b.iter_batched(
-            || {
-                let i = at.get();
-                at.set((i + 1) % sequence.len());
-                request(Some(&headers[sequence[i]]))
-            },
-            |req| call(&rt, &mut service, req),
-            BatchSize::SmallInput,
-        )
-    });
-    let at = Cell::new(0usize);
-    g.bench_function(BenchmarkId::new("round_robin", N), |b| {
-        b.iter_batched(
-            || {
-                let i = at.get();
-                at.set((i + 1) % N);
-                request(Some(&headers[i]))
-            },
-            |req| call(&rt, &mut service, req),
-            BatchSize::SmallInput,
-        )
-    });
-    g.bench_function(BenchmarkId::new("hot_key", N), |b| {
-        b.iter_batched(
-            || request(Some(&headers[0])),
-            |req| call(&rt, &mut service, req),
-            BatchSize::SmallInput,
-        )
-    });
-    assert_eq!(cache.stats().misses, N as u64, "the bench ran on hits only");
-    g.finish();
+        .collect()
 }
 
 criterion_group! {

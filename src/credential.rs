@@ -249,7 +249,7 @@ pub struct Credential {
     kind: CredentialKind,
     scopes: ScopeSet,
     /// Shared by every credential of the same plan (see [`Plans`]).
-    entitlements: Arc<[Box<str>]>,
+    entitlements: Entitlements,
     expires_at: Option<SystemTime>,
     max_cache_age: Option<Duration>,
 }
@@ -366,11 +366,14 @@ impl Credential {
 /// that a cache answers.
 struct Plans;
 
+/// A plan's entitlements, sorted and deduplicated.
+type Entitlements = Arc<[Box<str>]>;
+
 impl Plans {
     const MAX: usize = 1024;
 
-    fn shared(list: Vec<Box<str>>) -> Arc<[Box<str>]> {
-        static PLANS: OnceLock<Mutex<HashSet<Arc<[Box<str>]>>>> = OnceLock::new();
+    fn shared(list: Vec<Box<str>>) -> Entitlements {
+        static PLANS: OnceLock<Mutex<HashSet<Entitlements>>> = OnceLock::new();
         let mut plans = PLANS
             .get_or_init(Mutex::default)
             .lock()
@@ -381,7 +384,7 @@ impl Plans {
         if plans.len() >= Self::MAX {
             plans.retain(|plan| Arc::strong_count(plan) > 1);
         }
-        let plan: Arc<[Box<str>]> = list.into();
+        let plan: Entitlements = list.into();
         if plans.len() < Self::MAX {
             plans.insert(Arc::clone(&plan));
         }

@@ -100,22 +100,28 @@ impl Guard {
             Err(NoToken::Malformed(reason)) => return self.deny(request, fixed.malformed(reason)),
         };
 
-        // 3. The cache: this thread's copy, then moka, then the store. A
+        // 3. The gate's token filter, before any lookup: a flood of made-up
+        // keys costs little more than missing headers. It runs on every token,
+        // cached or not, since another gate may have cached it. (A token it
+        // refuses that is not even a `b64token` is malformed, as on a miss.)
+        if !self.core.admits(token) {
+            return match bearer::check(token) {
+                Err(reason) => self.deny(request, fixed.malformed(reason)),
+                Ok(()) => self.deny(request, &fixed.invalid_token),
+            };
+        }
+
+        // 4. The cache: this thread's copy, then moka, then the store. A
         // token this thread has an answer for passed the syntax check when
-        // it was first resolved (no other bytes have its front key, a MAC),
-        // so only the gate's own filter runs again. Its SHA-256 is taken
-        // only when the front has no answer.
+        // it was first resolved (no other bytes have its front key, a MAC).
+        // Its SHA-256 is taken only when the front has no answer.
         let resolver = &self.core.resolver;
         let key = Key::of(token);
         let answer = match resolver.on_this_thread(&key) {
-            Ok(answer) if self.core.admits(token) => answer,
-            Ok(_) => return self.deny(request, &fixed.invalid_token),
+            Ok(answer) => answer,
             Err(epochs) => {
                 if let Err(reason) = bearer::check(token) {
                     return self.deny(request, fixed.malformed(reason));
-                }
-                if !self.core.admits(token) {
-                    return self.deny(request, &fixed.invalid_token);
                 }
                 let hash = TokenHash::of(token);
                 match resolver.cached_now(&hash, &key, epochs) {
@@ -137,7 +143,7 @@ impl Guard {
             }
         };
 
-        // 4. The rule.
+        // 5. The rule.
         Decision::Now(self.admit(rule, request, answer))
     }
 

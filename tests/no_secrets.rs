@@ -170,13 +170,14 @@ async fn the_example_logs_decisions_and_never_a_secret() {
     .map(str::to_owned)
     .to_vec();
     secrets.extend([jwt.clone(), forged.clone()]);
-    let cases: [(Option<String>, u16); 10] = [
+    let cases: [(Option<String>, u16); 11] = [
         (Some("Bearer ohk_demo_all_scopes".into()), 200),
         (Some("Bearer ohk_demo_no_api_access".into()), 403),
         (
             Some("Bearer ohk_0123456789abcdef0123456789abcdef01234567".into()),
             401,
         ),
+        (Some("Bearer not-a-key-at-all-but-secret".into()), 401),
         (Some("Bearer not-a-key-at-all-but-secret".into()), 401),
         (Some("Bearer not-a-key-at-all-but-secret".into()), 401), // the negative cache
         (

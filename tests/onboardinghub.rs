@@ -145,8 +145,9 @@ async fn no_credential_or_another_scheme_is_401_unauthorized() {
 #[tokio::test]
 async fn an_unknown_token_is_401_invalid_token_every_time() {
     let server = example().await;
-    // The second answer comes from the negative cache; it must be identical.
-    for _ in 0..2 {
+    // The third answer comes from the negative cache (a token's first "not
+    // found" is not cached, its second is); it must be identical.
+    for _ in 0..3 {
         let reply = server.get("/api/v1/contacts", "ohk_not_a_real_key").await;
         reply.assert_rejected(401, INVALID_TOKEN, Some(r#"Bearer error="invalid_token""#));
     }

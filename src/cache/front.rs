@@ -4,11 +4,12 @@
 //! that other threads write.
 //!
 //! Entries are keyed by a [`Key`], a MAC of the token that costs half its
-//! SHA-256; the digest is computed only when the front has no answer. A slot
-//! goes to the key asked for most: each hit earns its entry a credit (at
-//! most 16), each request for another key of the slot spends one, and only
-//! an entry without credit is replaced, so a cold key cannot hold a hot
-//! key's slot for its whole lifetime.
+//! SHA-256; the digest is computed only when the front has no answer. The
+//! table is set-associative (256 sets of 4 ways), and a way goes to the key
+//! asked for most: each hit earns its entry a credit (at most 16), each
+//! request for a key the set lacks spends one of its least-credited entry's,
+//! and only an entry without credit is replaced, so a cold key cannot hold a
+//! hot key's way for its whole lifetime.
 //!
 //! Correctness rests on two facts. An entry expires before the moka entry it
 //! copies (see [`Deadline`]). And an entry carries the cache's
@@ -28,28 +29,35 @@ use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::credential::Credential;
 
-/// Entries per thread. The table is direct-mapped by the key, which is
-/// uniform, so hot tokens rarely share a slot; a clash only costs a moka read.
-const SLOTS: usize = 64;
+/// Sets per thread, and entries per set: 1,024 entries, which hold the
+/// answers for the top of skewed traffic (Zipf(1.0) over 100,000 keys: the
+/// top 1,024 keys carry 62 % of the requests). A key has one set, chosen by
+/// its low bits (uniform: it is a MAC), and any of the set's ways, so hot
+/// keys clash only when five of them share a set.
+const SETS: usize = 256;
+pub(super) const WAYS: usize = 4;
 
-/// The most credit a slot's entry can hold: an entry gone cold gives its
-/// slot up after at most this many requests for other keys of the slot.
+/// The most credit an entry can hold: an entry gone cold gives its way up
+/// after at most this many requests for other keys of its set.
 const MAX_CREDIT: u32 = 16;
 
 struct Slot {
-    /// Which `CachedStore` the entry belongs to.
+    /// Which `CachedStore` the entry belongs to; `EMPTY` for none.
     store: u64,
     key: Key,
     /// The epoch of the entry's kind.
     epoch: u64,
     deadline: Deadline,
     answer: Cached,
-    /// Earned by each hit, spent by each request for another key of this
-    /// slot; at none, such a request takes the slot. So the slot goes to the
-    /// key that is asked for most, not to the first one seen: under skewed
-    /// traffic over many keys, hot keys keep their copies.
+    /// Earned by each hit, spent by requests for keys the set lacks while
+    /// this is its least-credited entry; at none, such a request takes the
+    /// way. So ways go to the keys asked for most, not to the first ones
+    /// seen: under skewed traffic over many keys, hot keys keep their copies.
     credit: Cell<u32>,
 }
+
+/// The `store` of a way that holds nothing (no `CachedStore` has this id).
+const EMPTY: u64 = u64::MAX;
 
 /// An answer the cache gives without calling the store.
 #[derive(Clone, Debug)]
@@ -90,8 +98,34 @@ impl Epochs {
 }
 
 impl Slot {
+    fn empty() -> Self {
+        Slot {
+            store: EMPTY,
+            key: Key(0),
+            epoch: 0,
+            deadline: Deadline(clock().now()),
+            answer: Cached::NotFound,
+            credit: Cell::new(0),
+        }
+    }
+
     fn epoch_is(&self, epochs: Epochs) -> bool {
         self.epoch == epochs.of(&self.answer)
+    }
+
+    /// Whether this way holds `store`'s current answer for `key`.
+    #[inline]
+    fn answers(&self, store: u64, key: &Key, epochs: Epochs) -> bool {
+        self.store == store && self.key == *key && self.epoch_is(epochs) && !self.deadline.passed()
+    }
+
+    /// Whether the entry may still be served: not empty, not expired, and,
+    /// if it is `store`'s, of the current epoch (another store's epochs are
+    /// not known here; its deadline bounds it).
+    fn is_live(&self, store: u64, epochs: Epochs) -> bool {
+        self.store != EMPTY
+            && !self.deadline.passed()
+            && (self.store != store || self.epoch_is(epochs))
     }
 }
 
@@ -158,12 +192,14 @@ pub(crate) fn clock() -> &'static quanta::Clock {
 }
 
 thread_local! {
-    static FRONT: RefCell<Vec<Option<Slot>>> = const { RefCell::new(Vec::new()) };
+    static FRONT: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
-pub(super) fn slot_of(key: &Key) -> usize {
+/// The ways of `key`'s set in the table.
+pub(super) fn set_of(key: &Key) -> std::ops::Range<usize> {
     // The low bits of a MAC are as uniform as the rest.
-    (key.0 as usize) % SLOTS
+    let set = (key.0 as usize) % SETS;
+    set * WAYS..(set + 1) * WAYS
 }
 
 /// This thread's copy of the answer for `key`, if it is current; `None`:
@@ -173,48 +209,58 @@ pub(super) fn get(store: u64, key: &Key, epochs: Epochs) -> Option<Cached> {
     FRONT
         .try_with(|front| {
             let front = front.try_borrow().ok()?;
-            let slot = front.get(slot_of(key))?.as_ref()?;
-            let current = slot.store == store
-                && slot.key == *key
-                && slot.epoch_is(epochs)
-                && !slot.deadline.passed();
-            current.then(|| {
-                slot.credit.set((slot.credit.get() + 1).min(MAX_CREDIT));
-                slot.answer.clone()
-            })
+            let slot = front
+                .get(set_of(key))?
+                .iter()
+                .find(|slot| slot.answers(store, key, epochs))?;
+            slot.credit.set((slot.credit.get() + 1).min(MAX_CREDIT));
+            Some(slot.answer.clone())
         })
         .ok()
         .flatten()
 }
 
-/// Keeps a copy of an answer for this thread, unless its slot holds a live
-/// entry of another key. A credential is copied deeply, once per thread and
-/// key, so that threads do not share its reference count.
+/// Keeps a copy of an answer for this thread, in its set's way that holds
+/// the key already, or a free one, or the least-credited one once it has no
+/// credit left. A credential is copied (but for its plan's shared
+/// entitlements), once per thread and key, so that threads do not share its
+/// reference count.
 pub(super) fn put(store: u64, key: &Key, epochs: Epochs, deadline: Deadline, answer: &Cached) {
     let _ = FRONT.try_with(|front| {
         let Ok(mut front) = front.try_borrow_mut() else {
             return;
         };
         if front.is_empty() {
-            front.resize_with(SLOTS, || None);
+            front.resize_with(SETS * WAYS, Slot::empty);
         }
-        let Some(slot) = front.get_mut(slot_of(key)) else {
+        let Some(ways) = front.get_mut(set_of(key)) else {
             return;
         };
-        // A live entry of another key keeps its slot while it has credit,
-        // and pays one for this request: two keys asked for alike do not
-        // take the slot from each other (which would copy a credential on
-        // every request), and the one asked for more keeps it.
-        if let Some(incumbent) = slot.as_ref().filter(|s| {
-            s.store == store && s.key != *key && s.epoch_is(epochs) && !s.deadline.passed()
-        }) {
-            let credit = incumbent.credit.get();
-            if credit > 0 {
-                incumbent.credit.set(credit - 1);
-                return;
+        let way = match ways
+            .iter()
+            .position(|s| (s.store == store && s.key == *key) || !s.is_live(store, epochs))
+        {
+            Some(way) => way,
+            None => {
+                // Every way holds a live entry of another key. The one with
+                // the least credit pays one for this request, and gives its
+                // way up only when it has none: keys asked for alike do not
+                // take ways from each other (which would copy a credential
+                // on every request), and those asked for more keep them.
+                let (way, coldest) = ways
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.credit.get())
+                    .map(|(way, s)| (way, s.credit.get()))
+                    .unwrap_or_default();
+                if coldest > 0 {
+                    ways[way].credit.set(coldest - 1);
+                    return;
+                }
+                way
             }
-        }
-        *slot = Some(Slot {
+        };
+        ways[way] = Slot {
             store,
             key: *key,
             epoch: epochs.of(answer),
@@ -224,7 +270,7 @@ pub(super) fn put(store: u64, key: &Key, epochs: Epochs, deadline: Deadline, ans
                 Cached::NotFound => Cached::NotFound,
             },
             credit: Cell::new(1),
-        });
+        };
     });
 }
 
@@ -245,14 +291,15 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_goes_to_the_key_asked_for_most() {
+    fn ways_go_to_the_keys_asked_for_most() {
         use crate::credential::CredentialKind;
-        // Two tokens whose keys share a slot.
-        let a = Key::of(b"token-a");
-        let b = (0..)
-            .map(|i| Key::of(format!("token-b{i}").as_bytes()))
-            .find(|k| slot_of(k) == slot_of(&a) && *k != a)
-            .unwrap();
+        // Keys that share one set.
+        let first = Key::of(b"token-0");
+        let keys: Vec<Key> = (0..)
+            .map(|i| Key::of(format!("token-{i}").as_bytes()))
+            .filter(|k| set_of(k) == set_of(&first))
+            .take(WAYS + 1 + 200)
+            .collect();
         let (store, epochs) = (
             u64::MAX - 7,
             Epochs {
@@ -260,43 +307,52 @@ mod tests {
                 not_found: 0,
             },
         );
-        let found =
-            |id: &str| Cached::Found(Arc::new(Credential::new(id, "ws", CredentialKind::ApiKey)));
-        let put = |key: &Key, id: &str| {
+        let put = |key: &Key| {
+            let credential = Credential::new("id", "ws", CredentialKind::ApiKey);
+            let found = Cached::Found(Arc::new(credential));
             put(
                 store,
                 key,
                 epochs,
                 Deadline::after(Duration::from_secs(60)),
-                &found(id),
+                &found,
             );
         };
         let holds = |key: &Key| get(store, key, epochs).is_some();
 
-        put(&a, "a");
-        assert!(holds(&a)); // credit 2
-        put(&b, "b"); // 1
-        put(&b, "b"); // 0
-        assert!(!holds(&b), "a keeps the slot while it has credit");
-        assert!(holds(&a)); // 1: hit again, so b has to try again
-        put(&b, "b"); // 0
-        put(&b, "b");
-        assert!(holds(&b), "b, asked for more, took the slot");
-        assert!(!holds(&a));
+        // The set's ways fill up; a hit each: credit 2 each.
+        for key in &keys[..WAYS] {
+            put(key);
+            assert!(holds(key));
+        }
+        // A newcomer drains the least-credited entry (the first of equals)
+        // before it takes that way.
+        let newcomer = &keys[WAYS];
+        put(newcomer); // 1
+        put(newcomer); // 0
+        assert!(
+            !holds(newcomer),
+            "the set's entries keep their ways while they have credit"
+        );
+        put(newcomer);
+        assert!(holds(newcomer), "asked for more, it took a way");
+        assert!(!holds(&keys[0]), "from the least-credited entry");
+        assert!(keys[1..WAYS].iter().all(&holds), "the others kept theirs");
 
-        // An entry gone cold gives its slot up within MAX_CREDIT requests,
-        // however often it was hit before.
+        // A hot key keeps its way through a flood of keys seen once.
         for _ in 0..100 {
-            assert!(holds(&b));
+            assert!(holds(&keys[1]));
         }
-        for _ in 0..MAX_CREDIT {
-            put(&a, "a");
-            assert!(holds(&b) && !holds(&a));
-            // (each check above earned b one credit back: spend it too)
-            put(&a, "a");
+        for key in &keys[WAYS + 1..] {
+            put(key);
         }
-        put(&a, "a");
-        assert!(holds(&a), "a took the slot back");
+        assert!(holds(&keys[1]));
+        // And one entry of this store's dropped epoch is a free way.
+        let later = Epochs {
+            found: 1,
+            not_found: 0,
+        };
+        assert!(get(store, &keys[1], later).is_none());
     }
 
     #[test]
