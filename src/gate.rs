@@ -37,7 +37,7 @@ use std::time::Duration;
 use crate::cache::{CachedStore, Resolver};
 use crate::error::{ConfigError, Messages, RenderRejection, API_ACCESS};
 use crate::guard::{Check, Core, Guard};
-use crate::layer::{EntitlementLayer, PolicyLayer, ScopeLayer};
+use crate::layer::{EntitlementLayer, OptionalLayer, PolicyLayer, ScopeLayer};
 use crate::policy::RoutePolicy;
 use crate::render::{FixedResponses, Render};
 use crate::rule::{entitlement_name, Rules};
@@ -121,6 +121,32 @@ impl Gate {
     pub fn policy(&self, table: RoutePolicy) -> Result<PolicyLayer, ConfigError> {
         let policy = table.compile(&self.inner.rules)?;
         Ok(PolicyLayer::new(self.guard(Check::Policy(policy))))
+    }
+
+    /// A layer for public routes: it resolves the credential when a token is
+    /// sent, puts it into the extensions, and lets a request without one
+    /// through. A token sent must be valid (401 `invalid_token` if not);
+    /// neither the gate's entitlement nor any scope is required of it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use axum::{routing::get, Extension, Router};
+    /// use scopegate::{CachedStore, Credential, Gate, MemoryStore};
+    ///
+    /// async fn guides(credential: Option<Extension<Arc<Credential>>>) -> String {
+    ///     match credential {
+    ///         Some(Extension(c)) => format!("the guides, and {}'s drafts", c.account_id()),
+    ///         None => "the published guides".to_owned(),
+    ///     }
+    /// }
+    ///
+    /// let gate = Gate::new(CachedStore::new(MemoryStore::new()));
+    /// let app: Router = Router::new().route("/guides", get(guides).route_layer(gate.optional()));
+    /// # let _ = app;
+    /// ```
+    pub fn optional(&self) -> OptionalLayer {
+        let rule = self.inner.rules.rule(None, None);
+        OptionalLayer::new(self.guard(Check::Optional(Arc::new(rule))))
     }
 
     fn entitlement_layer(&self, name: Arc<str>) -> EntitlementLayer {

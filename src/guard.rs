@@ -46,6 +46,10 @@ pub(crate) enum Check {
     Rule(Arc<Rule>),
     /// A rule per route (`PolicyLayer`).
     Policy(CompiledPolicy),
+    /// A credential if a token is sent, none if none is (`OptionalLayer`):
+    /// a token sent is resolved and held to the rule all the same, so a
+    /// wrong one is refused, never taken for no token.
+    Optional(Arc<Rule>),
 }
 
 /// What to do with a request.
@@ -81,7 +85,7 @@ impl Guard {
     pub(crate) fn decide<B>(&self, request: &mut Request<B>) -> Decision<'_> {
         // 1. The rule for this route.
         let rule = match &self.check {
-            Check::Rule(rule) => rule,
+            Check::Rule(rule) | Check::Optional(rule) => rule,
             Check::Policy(policy) => match policy.target(request.method(), request.uri().path()) {
                 Target::Protected(rule) => rule,
                 Target::Public => return Decision::Now(Verdict::Allow(None)),
@@ -96,6 +100,9 @@ impl Guard {
         let fixed = &self.core.fixed;
         let token = match bearer::token(request.headers()) {
             Ok(token) => token,
+            Err(NoToken::Missing) if matches!(self.check, Check::Optional(_)) => {
+                return Decision::Now(Verdict::Allow(None));
+            }
             Err(NoToken::Missing) => return self.deny(request, &fixed.missing),
             Err(NoToken::Malformed(reason)) => return self.deny(request, fixed.malformed(reason)),
         };
@@ -278,6 +285,7 @@ impl fmt::Debug for Guard {
         match &self.check {
             Check::Rule(rule) => s.field("rule", rule),
             Check::Policy(policy) => s.field("policy", policy),
+            Check::Optional(rule) => s.field("optional", rule),
         }
         .finish_non_exhaustive()
     }

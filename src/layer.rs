@@ -1,7 +1,7 @@
-//! The layers: [`ScopeLayer`], [`EntitlementLayer`] and [`PolicyLayer`], all
-//! built from a [`Gate`](crate::gate::Gate).
+//! The layers: [`ScopeLayer`], [`EntitlementLayer`], [`PolicyLayer`] and
+//! [`OptionalLayer`], all built from a [`Gate`](crate::gate::Gate).
 //!
-//! All three wrap a service in the same [`Guarded`]
+//! All four wrap a service in the same [`Guarded`]
 //! service: the hot path exists once. They differ in what they check: the
 //! credential's scopes against a [`Requirement`](crate::scope::Requirement),
 //! the account's plan against an entitlement, or a rule per route from a
@@ -63,6 +63,19 @@ pub struct EntitlementLayer {
     guard: Arc<Guard>,
 }
 
+/// Resolves a credential when a token is sent, and lets a request without
+/// one through; build it with [`Gate::optional`](crate::gate::Gate::optional).
+///
+/// For public routes that can do more for a caller who is known: a handler
+/// reads `Option<Extension<Arc<Credential>>>` (or, with the `axum` feature,
+/// `Option<Authenticated>`). A token that is sent must be valid: an unknown
+/// or revoked one gets 401 `invalid_token`, a malformed header 400, as on
+/// any route; it is never taken for no token.
+#[derive(Clone)]
+pub struct OptionalLayer {
+    guard: Arc<Guard>,
+}
+
 /// Enforces a [`RoutePolicy`](crate::policy::RoutePolicy): a requirement per
 /// method and path, public routes, and deny-by-default for the rest; build it
 /// with [`Gate::policy`](crate::gate::Gate::policy).
@@ -73,7 +86,7 @@ pub struct PolicyLayer {
     guard: Arc<Guard>,
 }
 
-/// The three layers differ only in the guard they carry.
+/// The layers differ only in the guard they carry.
 macro_rules! guard_layer {
     ($($name:ident),*) => {$(
         impl $name {
@@ -98,4 +111,4 @@ macro_rules! guard_layer {
     )*};
 }
 
-guard_layer!(ScopeLayer, EntitlementLayer, PolicyLayer);
+guard_layer!(ScopeLayer, EntitlementLayer, PolicyLayer, OptionalLayer);

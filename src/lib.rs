@@ -92,6 +92,9 @@
 //!   [`ChainStore`](store::ChainStore) for API keys, JWTs and opaque tokens
 //!   side by side; behind features, `store::postgres` and `store::oauth`.
 //! - [`error`]: rejections, messages and the error contract.
+//! - `extract` (features `axum`, `tonic`): the credential in handlers, as
+//!   axum extractors (`Authenticated`, `Option<Authenticated>`,
+//!   `RequireScope<T>`) and `request.credential()` for tonic.
 //! - [`body`]: the layers' response body.
 //! - [`metadata`]: RFC 9728 protected-resource metadata.
 //! - [`key`]: the `ohk_` API-key format.
@@ -108,6 +111,8 @@
 //! | `jwt` | `store::oauth::jwt`: `JwtStore` (jsonwebtoken, reqwest) |
 //! | `introspection` | `store::oauth::introspection`: `IntrospectionStore` (reqwest) |
 //! | `rustls` | HTTPS for the JWKS and introspection calls |
+//! | `axum` | `extract`: axum extractors (axum-core) |
+//! | `tonic` | `extract::RequestExt` for `tonic::Request` |
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -126,6 +131,8 @@ pub mod body;
 pub mod cache;
 pub mod credential;
 pub mod error;
+#[cfg(any(feature = "axum", feature = "tonic"))]
+pub mod extract;
 #[cfg(fuzzing)]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -211,6 +211,17 @@ impl ErrorResponse {
         response
     }
 
+    /// The HTTP response, its body as bytes (for the axum extractors).
+    #[cfg(feature = "axum")]
+    pub(crate) fn to_http_response(&self) -> Response<Bytes> {
+        let rendered = &self.0.http;
+        let mut response = Response::new(rendered.body.clone());
+        *response.status_mut() = rendered.status;
+        *response.headers_mut() = rendered.headers.clone();
+        response.extensions_mut().insert(self.0.rejection.clone());
+        response
+    }
+
     #[cfg(feature = "tracing")]
     pub(crate) fn rejection(&self) -> &Rejection {
         &self.0.rejection

@@ -155,10 +155,27 @@ impl std::str::FromStr for Scope {
 }
 
 /// RFC 6749 §3.3: `scope-token = 1*( %x21 / %x23-5B / %x5D-7E )`.
-fn is_scope_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+/// Whether `name` is an RFC 6749 §3.3 `scope-token`: one or more visible
+/// ASCII characters other than `"` and `\`. A `const fn`, so that a scope
+/// named in code can be checked when it compiles (as
+/// [`scope_type!`](crate::scope_type) does).
+///
+/// ```
+/// use scopegate::scope::is_scope_token;
+/// const _: () = assert!(is_scope_token("contacts:read"));
+/// assert!(!is_scope_token("contacts read"));
+/// assert!(!is_scope_token(""));
+/// ```
+pub const fn is_scope_token(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !matches!(bytes[i], 0x21 | 0x23..=0x5B | 0x5D..=0x7E) {
+            return false;
+        }
+        i += 1;
+    }
+    !bytes.is_empty()
 }
 
 /// Words of a [`ScopeSet`] kept inline: 128 scopes need no allocation and no

@@ -26,6 +26,7 @@ use std::sync::{Mutex, PoisonError};
 use pb::contacts_server::{Contacts, ContactsServer};
 use pb::{Contact, CreateContactRequest, ListContactsRequest, ListContactsResponse};
 use scopegate::error::ConfigError;
+use scopegate::extract::RequestExt;
 use scopegate::layer::PolicyLayer;
 use scopegate::policy::RoutePolicy;
 use scopegate::{CachedStore, Gate};
@@ -100,10 +101,7 @@ impl Contacts for ContactsService {
         request: Request<CreateContactRequest>,
     ) -> Result<Response<Contact>, Status> {
         // The credential scopegate resolved rides along in the extensions.
-        let account = request
-            .extensions()
-            .get::<std::sync::Arc<scopegate::Credential>>()
-            .map(|c| c.account_id().to_owned());
+        let account = request.credential().map(|c| c.account_id().to_owned());
         let CreateContactRequest { name, email } = request.into_inner();
         if name.is_empty() {
             return Err(Status::invalid_argument("name is required"));
