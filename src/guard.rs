@@ -93,7 +93,13 @@ impl Guard {
             },
         };
         if let Some(credential) = request.extensions().get::<Arc<Credential>>() {
-            return Decision::Now(self.judge(rule, request, credential));
+            let verdict = self.judge(rule, request, credential);
+            // The layer that resolved it counted the request allowed.
+            #[cfg(feature = "metrics")]
+            if let Verdict::Deny(..) = verdict {
+                crate::metrics::overruled(credential);
+            }
+            return Decision::Now(verdict);
         }
 
         // 2. The token.
@@ -185,6 +191,8 @@ impl Guard {
         };
         let verdict = self.judge(rule, request, &credential);
         if let Verdict::Allow(_) = verdict {
+            #[cfg(feature = "metrics")]
+            crate::metrics::allowed(&credential);
             if let Some(usage) = &self.core.usage {
                 usage.record(&credential);
             }
@@ -230,6 +238,8 @@ impl Guard {
     ) -> Verdict<'a> {
         #[cfg(feature = "tracing")]
         trace_rejection(request, rejection.rejection(), credential);
+        #[cfg(feature = "metrics")]
+        crate::metrics::rejected(rejection.rejection().kind(), credential);
         #[cfg(not(feature = "tracing"))]
         let _ = (request, credential);
         Verdict::Deny(rejection, headers)

@@ -97,6 +97,7 @@
 //!   `RequireScope<T>`) and `request.credential()` for tonic.
 //! - [`body`]: the layers' response body.
 //! - [`metadata`]: RFC 9728 protected-resource metadata.
+//! - `metrics` (feature `metrics`): decisions, cache hits, store calls.
 //! - [`key`]: the `ohk_` API-key format.
 //!
 //! `docs/ARCHITECTURE.md` in the repository draws the module graph and walks
@@ -113,6 +114,7 @@
 //! | `rustls` | HTTPS for the JWKS and introspection calls |
 //! | `axum` | `extract`: axum extractors (axum-core) |
 //! | `tonic` | `extract::RequestExt` for `tonic::Request` |
+//! | `metrics` | `metrics`: decision, cache and store metrics through the `metrics` facade |
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -141,12 +143,15 @@ mod guard;
 pub mod key;
 pub mod layer;
 pub mod metadata;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod policy;
 mod render;
 mod rule;
 pub mod scope;
 pub mod service;
 pub mod store;
+mod striped;
 
 // The Quick start's names, also at the root. Each is documented once, in
 // its module.

@@ -222,7 +222,7 @@ impl ErrorResponse {
         response
     }
 
-    #[cfg(feature = "tracing")]
+    #[cfg(any(feature = "tracing", feature = "metrics"))]
     pub(crate) fn rejection(&self) -> &Rejection {
         &self.0.rejection
     }

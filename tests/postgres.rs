@@ -655,7 +655,7 @@ async fn under_load_revoked_keys_stop_everywhere_within_the_bound() {
                     break;
                 }
                 let key = (n + offset) % tokens.len();
-                let instance = if (n + offset) % 2 == 0 { a } else { b };
+                let instance = if (n + offset).is_multiple_of(2) { a } else { b };
                 let started = tokio::time::Instant::now();
                 let status = instance.status(&tokens[key]).await;
                 let revoked = revoked_at.lock().unwrap()[key];

@@ -807,6 +807,26 @@ fn invalid(message: impl Into<String>) -> Response {
     error(StatusCode::BAD_REQUEST, "invalid_request", message)
 }
 
+/// `GET /metrics`: scopegate's metrics (and any other `metrics` the process
+/// records) in the Prometheus text format. Public, as scrape endpoints
+/// usually are: no label holds a token, a hash or an id.
+#[cfg(feature = "metrics")]
+pub fn metrics_route() -> Result<axum::Router, Box<dyn std::error::Error>> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    Ok(axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                scopegate::metrics::publish();
+                handle.render()
+            }
+        }),
+    ))
+}
+
 // ---------------------------------------------------------------------------
 // Benchmark tooling (benches/e2e.sh), never for production
 // ---------------------------------------------------------------------------

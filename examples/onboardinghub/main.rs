@@ -4,6 +4,7 @@
 //! cargo run --example onboardinghub
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo run --example onboardinghub --features postgres
 //! ADDR=127.0.0.1:3107 ADMIN_TOKEN=s3cret cargo run --example onboardinghub
+//! cargo run --example onboardinghub --features metrics   # and GET /metrics
 //! curl -H "Authorization: Bearer ohk_demo_all_scopes" http://127.0.0.1:3000/api/v1/contacts
 //! ```
 //!
@@ -65,6 +66,11 @@ async fn main() -> Result<(), Box<dyn Error>> {
             "BENCH_UNPROTECTED=1: serving /unprotected/api/v1/contacts without authentication"
         );
         router = router.merge(app::bench_twins());
+    }
+    #[cfg(feature = "metrics")]
+    {
+        router = router.merge(app::metrics_route()?);
+        println!("metrics at /metrics (Prometheus text format)");
     }
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
