@@ -13,10 +13,14 @@
 //! cache, divided by the entries: what the allocator really holds, not what
 //! `size_of` says.
 
+#[path = "../examples/demo/mod.rs"]
+mod demo;
+
 use std::process::Command;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use demo::SCOPES;
 use scopegate::credential::{PresentedToken, TokenHash};
 use scopegate::scope::ScopeSet;
 use scopegate::store::{CredentialStore, StoreError};
@@ -24,16 +28,6 @@ use scopegate::{CachedStore, Credential, CredentialKind};
 
 /// A plan of four entitlements, as real plans carry several.
 const PLAN: [&str; 4] = ["api-access", "audit-log", "sso", "webhooks"];
-const SCOPES: [&str; 8] = [
-    "contacts:read",
-    "contacts:write",
-    "organisations:read",
-    "organisations:write",
-    "enrollments:read",
-    "enrollments:write",
-    "guides:read",
-    "webhooks:manage",
-];
 
 /// Makes a credential for any `ohk_mem_…` token and holds none itself, so
 /// what the process grows by is the cache's.

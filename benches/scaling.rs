@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use http::HeaderValue;
+use scopegate::credential::TokenHash;
 use scopegate::scope::Requirement;
 use scopegate::{CachedStore, Gate, MemoryStore};
 use support::{bare, bearer, call, credential, request, runtime, SCOPES};
@@ -43,6 +44,30 @@ fn cached(rt: &tokio::runtime::Runtime, n: usize) -> (CachedStore<MemoryStore>, 
     assert_eq!(cache.entry_count(), n as u64, "all {n} credentials cached");
     let headers = tokens.iter().map(|t| bearer(t)).collect();
     (cache, headers)
+}
+
+/// A plainly configured moka cache holding the same credentials under the
+/// same token hashes as `cached`, and the hashes: the floor a front miss
+/// pays.
+fn plain_moka(
+    rt: &tokio::runtime::Runtime,
+    headers: &[HeaderValue],
+) -> (
+    moka::future::Cache<TokenHash, std::sync::Arc<scopegate::Credential>>,
+    Vec<TokenHash>,
+) {
+    let moka = moka::future::Cache::new(headers.len() as u64 + 1);
+    let hashes: Vec<_> = headers
+        .iter()
+        .map(|h| TokenHash::of(&h.as_bytes()[7..]))
+        .collect();
+    rt.block_on(async {
+        for (i, hash) in hashes.iter().enumerate() {
+            let credential = credential(&format!("key_{i}"), &SCOPES, true);
+            moka.insert(*hash, std::sync::Arc::new(credential)).await;
+        }
+    });
+    (moka, hashes)
 }
 
 fn cache_size(c: &mut Criterion) {
@@ -96,20 +121,7 @@ fn cache_size(c: &mut Criterion) {
         drop((service, gate, cache));
 
         // The floor at this size: a bare moka get of the same keys, same order.
-        let moka = moka::future::Cache::new(n as u64 + 1);
-        let hashes: Vec<_> = headers
-            .iter()
-            .map(|h| scopegate::credential::TokenHash::of(&h.as_bytes()[7..]))
-            .collect();
-        rt.block_on(async {
-            for (i, hash) in hashes.iter().enumerate() {
-                moka.insert(
-                    *hash,
-                    std::sync::Arc::new(credential(&format!("key_{i}"), &SCOPES, true)),
-                )
-                .await;
-            }
-        });
+        let (moka, hashes) = plain_moka(&rt, &headers);
         let next = Cell::new(0usize);
         g.bench_function(BenchmarkId::new("floor_moka_get", n), |b| {
             b.iter(|| {
@@ -291,17 +303,7 @@ fn skewed(c: &mut Criterion) {
         drop((service, gate, cache));
 
         // The floor: moka's own get of the same keys in the same Zipf order.
-        let moka = moka::future::Cache::new(n as u64 + 1);
-        let hashes: Vec<_> = headers
-            .iter()
-            .map(|h| scopegate::credential::TokenHash::of(&h.as_bytes()[7..]))
-            .collect();
-        rt.block_on(async {
-            for (i, hash) in hashes.iter().enumerate() {
-                let credential = credential(&format!("key_{i}"), &SCOPES, true);
-                moka.insert(*hash, std::sync::Arc::new(credential)).await;
-            }
-        });
+        let (moka, hashes) = plain_moka(&rt, &headers);
         let at = Cell::new(0usize);
         g.bench_function(BenchmarkId::new("floor_moka_get_zipf_1.0", n), |b| {
             b.iter(|| {
