@@ -835,3 +835,108 @@ async fn without_push_the_bound_is_the_time_to_live() {
     drop(b);
     db.drop_db().await;
 }
+
+/// `examples/keys.rs` against the real database, next to a running example
+/// server: a key the CLI creates works at once; the CLI lists it without its
+/// token; its revocation and a plan change reach the server within a second.
+#[tokio::test]
+async fn the_keys_cli_manages_what_a_running_server_enforces() {
+    let Some(db) = test_db().await else { return };
+    let url = db
+        .admin
+        .clone()
+        .database(&db.name)
+        .to_url_lossy()
+        .to_string();
+    let app = app::App::with_postgres("admin", db.pool.clone(), None)
+        .await
+        .unwrap();
+    let server = common::serve(app.router().unwrap()).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(common::example_binary("keys"))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .output()
+            .expect("the keys CLI runs");
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+
+    let (ok, stdout, stderr) = cli(&[
+        "create",
+        "--workspace",
+        "ws_acme",
+        "--name",
+        "CLI key",
+        "--scopes",
+        "contacts:read,guides:read",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("shown only once"), "{stderr}");
+    let field = |name: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .map(|rest| rest.trim().to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {stdout}"))
+    };
+    let (id, token) = (field("id "), field("token "));
+    assert!(ApiKey::is_well_formed(token.as_bytes()), "{token}");
+    let status = |token: &str, path: &str| {
+        let server = &server;
+        let (token, path) = (token.to_owned(), path.to_owned());
+        async move { server.get(&path, &token).await.status.as_u16() }
+    };
+    assert_eq!(status(&token, "/api/v1/contacts").await, 200);
+    assert_eq!(status(&token, "/api/v1/webhooks").await, 403);
+
+    let (ok, listed, _) = cli(&["list", "--workspace", "ws_acme"]);
+    assert!(ok);
+    let row = listed.lines().find(|l| l.starts_with(&id)).expect("listed");
+    assert!(
+        row.contains("CLI key") && row.contains("contacts:read,guides:read"),
+        "{row}"
+    );
+    assert!(!listed.contains(&token), "a token is never listed");
+
+    // Unknown ids and bad scopes are errors, with a message.
+    let (ok, _, stderr) = cli(&["revoke", "key_does_not_exist"]);
+    assert!(
+        !ok && stderr.contains("no live key key_does_not_exist"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = cli(&["set-scopes", &id, "--scopes", "contacts read"]);
+    assert!(!ok && stderr.contains("invalid scope"), "{stderr}");
+
+    let within = |token: String, want: u16| {
+        let server = &server;
+        async move {
+            let start = tokio::time::Instant::now();
+            loop {
+                let got = server.get("/api/v1/contacts", &token).await.status.as_u16();
+                if got == want {
+                    return start.elapsed();
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(1),
+                    "still {got} after 1 s, want {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    let (ok, _, stderr) = cli(&["revoke", &id]);
+    assert!(ok, "{stderr}");
+    let took = within(token.clone(), 401).await;
+    eprintln!("revoked by the CLI, refused by the server {took:?} later");
+
+    // A plan change: ws_acme onto the free plan, api-access gone.
+    assert_eq!(status("ohk_demo_all_scopes", "/api/v1/contacts").await, 200);
+    let (ok, _, stderr) = cli(&["set-plan", "ws_acme", "free"]);
+    assert!(ok, "{stderr}");
+    within("ohk_demo_all_scopes".to_owned(), 403).await;
+    db.drop_db().await;
+}
