@@ -88,7 +88,7 @@ impl Guard {
             Check::Rule(rule) | Check::Optional(rule) => rule,
             Check::Policy(policy) => match policy.target(request.method(), request.uri().path()) {
                 Target::Protected(rule) => rule,
-                Target::Public => return Decision::Now(Verdict::Allow(None)),
+                Target::Public => return Decision::Now(anonymous()),
                 Target::Unmatched => return self.deny(request, &self.core.fixed.no_route),
             },
         };
@@ -107,7 +107,7 @@ impl Guard {
         let token = match bearer::token(request.headers()) {
             Ok(token) => token,
             Err(NoToken::Missing) if matches!(self.check, Check::Optional(_)) => {
-                return Decision::Now(Verdict::Allow(None));
+                return Decision::Now(anonymous());
             }
             Err(NoToken::Missing) => return self.deny(request, &fixed.missing),
             Err(NoToken::Malformed(reason)) => return self.deny(request, fixed.malformed(reason)),
@@ -244,6 +244,14 @@ impl Guard {
         let _ = (request, credential);
         Verdict::Deny(rejection, headers)
     }
+}
+
+/// A request let through without a credential: a public route, or no
+/// token on an optional one.
+fn anonymous<'a>() -> Verdict<'a> {
+    #[cfg(feature = "metrics")]
+    crate::metrics::anonymous();
+    Verdict::Allow(None)
 }
 
 impl Core {

@@ -14,7 +14,9 @@
 //! Every label has a handful of fixed values: never a token, a hash, a
 //! credential id or a path. Each request counts once, by its final
 //! decision: a request the outer layer let through and an inner one refused
-//! is `rejected`.
+//! is `rejected`; one let through without a credential (a public route of a
+//! policy table, or no token on [`Gate::optional`](crate::gate::Gate::optional))
+//! is `allowed` of kind `none`.
 //!
 //! The request path does not call the facade: each thread bumps counters of
 //! its own (a plain load and store, no locked instruction, nothing another
@@ -174,6 +176,12 @@ fn reason(rejection: RejectionKind) -> usize {
 #[inline]
 pub(crate) fn allowed(credential: &Credential) {
     bump(DECISIONS + kind(Some(credential)));
+}
+
+/// A request let through without a credential (a public route, or no token
+/// on an optional one).
+pub(crate) fn anonymous() {
+    bump(DECISIONS + kind(None));
 }
 
 /// A request refused.

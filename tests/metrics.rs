@@ -14,9 +14,15 @@ use common::serve;
 
 #[tokio::test]
 async fn metrics_count_each_decision_once_and_hold_no_secret() {
+    // And a public route behind an optional layer, of a gate of its own.
+    let public = scopegate::Gate::new(scopegate::CachedStore::new(scopegate::MemoryStore::new()));
     let router = app::App::new("test-admin")
         .router()
         .unwrap()
+        .route(
+            "/public",
+            axum::routing::get(|| async { "hello" }).route_layer(public.optional()),
+        )
         .merge(app::metrics_route().unwrap());
     let server = serve(router).await;
     let status = |path: &'static str, token: &'static str| {
@@ -45,6 +51,8 @@ async fn metrics_count_each_decision_once_and_hold_no_secret() {
         .send(http::Method::GET, "/api/v1/contacts", &[], "")
         .await;
     assert_eq!(missing.status.as_u16(), 401);
+    let anonymous = server.send(http::Method::GET, "/public", &[], "").await;
+    assert_eq!(anonymous.status.as_u16(), 200);
 
     let reply = server.get("/metrics", "").await;
     assert_eq!(reply.status.as_u16(), 200);
@@ -68,6 +76,11 @@ async fn metrics_count_each_decision_once_and_hold_no_secret() {
     assert_eq!(decisions("rejected", "forbidden", "api_key"), Some(1.0));
     assert_eq!(decisions("rejected", "invalid_token", "none"), Some(2.0));
     assert_eq!(decisions("rejected", "unauthorized", "none"), Some(1.0));
+    assert_eq!(
+        decisions("allowed", "none", "none"),
+        Some(1.0),
+        "the anonymous one"
+    );
 
     // Each demo key and the unknown token were looked up in the store
     // (twice for the unknown token: its first "not found" is not cached).
