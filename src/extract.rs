@@ -73,9 +73,14 @@
 //! realm, custom renderer, scope implications and gRPC responses. Prefer it.
 //! [`RequireScope`] keeps the scope next to the handler's code, where some
 //! teams prefer it; its 403 is the documented default (the contract's body
-//! and challenge), it checks the scope itself (a gate's
+//! and challenge), it checks the scope only (a gate's
 //! [`imply`](crate::gate::GateBuilder::imply) does not apply), and it needs a
-//! layer on the route (any of the gate's) to resolve the credential.
+//! layer on the route to resolve the credential. That layer is what checks
+//! the plan: put `RequireScope` behind [`Gate::api_access`](crate::gate::Gate::api_access)
+//! (or a scope layer of a gate built with an
+//! [`entitlement`](crate::gate::GateBuilder::entitlement)), never behind
+//! [`Gate::optional`](crate::gate::Gate::optional) alone, which requires no
+//! entitlement.
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -106,7 +106,12 @@ impl Guard {
         let fixed = &self.core.fixed;
         let token = match bearer::token(request.headers()) {
             Ok(token) => token,
-            Err(NoToken::Missing) if matches!(self.check, Check::Optional(_)) => {
+            // Only a request with no `Authorization` at all is anonymous: a
+            // credential under another scheme is refused, not ignored.
+            Err(NoToken::Missing)
+                if matches!(self.check, Check::Optional(_))
+                    && !request.headers().contains_key(http::header::AUTHORIZATION) =>
+            {
                 return Decision::Now(anonymous());
             }
             Err(NoToken::Missing) => return self.deny(request, &fixed.missing),

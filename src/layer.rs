@@ -69,8 +69,10 @@ pub struct EntitlementLayer {
 /// For public routes that can do more for a caller who is known: a handler
 /// reads `Option<Extension<Arc<Credential>>>` (or, with the `axum` feature,
 /// `Option<Authenticated>`). A token that is sent must be valid: an unknown
-/// or revoked one gets 401 `invalid_token`, a malformed header 400, as on
-/// any route; it is never taken for no token.
+/// or revoked one gets 401 `invalid_token`, a malformed header 400, an
+/// `Authorization` of another scheme 401 `unauthorized`, as on any route; it
+/// is never taken for no token. It requires no entitlement: routes that need
+/// the plan's use the gate's other layers.
 #[derive(Clone)]
 pub struct OptionalLayer {
     guard: Arc<Guard>,

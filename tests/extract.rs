@@ -134,6 +134,11 @@ async fn an_optional_route_sees_a_valid_token_and_refuses_a_wrong_one() {
             INVALID_TOKEN.to_owned()
         )
     );
+    // A credential under another scheme is refused, not ignored.
+    assert_eq!(
+        call("GET", "/guides", Some(READER)).await,
+        (401, "Bearer".to_owned(), UNAUTHORIZED.to_owned())
+    );
     // A malformed header is 400, as everywhere.
     let (status, challenge, _) = call("GET", "/guides", Some("Bearer a b")).await;
     assert_eq!(

@@ -12,7 +12,8 @@
 //! hot key's way for its whole lifetime.
 //!
 //! Correctness rests on two facts. An entry expires before the moka entry it
-//! copies (see [`Deadline`]). And an entry carries the cache's
+//! copies does (see [`Deadline`]; moka's entries are checked against their
+//! own expiry on every read). And an entry carries the cache's
 //! epoch for its kind (`found_epoch` or `not_found_epoch`) as it was read
 //! *before* the moka lookup that produced it; every invalidation bumps the
 //! epoch again *after* moka stops returning the entry. A copy of the old
@@ -168,8 +169,8 @@ fn secret() -> &'static (u64, u64) {
 /// A deadline is taken *before* the moka entry's own expiry is computed, and
 /// falls a 64th of the lifetime short of it, so that a TSC whose rate was
 /// calibrated with an error under 1.5 % still stops serving the copy before
-/// moka drops the entry. What comes after the deadline is answered by moka,
-/// which is exact.
+/// the entry expires. What comes after the deadline is answered by the
+/// cache's read of the entry, which checks its exact expiry.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Deadline(quanta::Instant);
 

@@ -392,8 +392,9 @@ impl<S: CredentialStore> Shared<S> {
             .await;
         // moka drops entries `time_to_live` after they were made. One whose
         // own lifetime was shorter may still be there, expired before this
-        // lookup began: drop it and ask the store. (One that expired since
-        // was made for this lookup, and is served to it once.)
+        // lookup began: drop it and ask the store. (One that expires while
+        // this lookup waits for it is served to this lookup once, as an
+        // answer no older than the wait.)
         if matches!(&result, Ok(entry) if entry.expires < started) {
             self.positive.invalidate(hash).await;
             result = self
