@@ -78,6 +78,13 @@ impl Guard {
         Arc::new(Guard { core, check })
     }
 
+    /// What this guard checks, and the refusals every route of its gate can
+    /// send, for documentation.
+    #[cfg(feature = "openapi")]
+    pub(crate) fn parts(&self) -> (&Check, &FixedResponses) {
+        (&self.check, &self.core.fixed)
+    }
+
     /// Decides what it can at once: a public or unmatched route, a credential
     /// already in the extensions (an outer layer resolved it), a malformed or
     /// missing header, a refused token, or a cached answer. On an allowed

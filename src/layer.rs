@@ -95,6 +95,11 @@ macro_rules! guard_layer {
             pub(crate) fn new(guard: Arc<Guard>) -> Self {
                 $name { guard }
             }
+
+            #[cfg(feature = "openapi")]
+            pub(crate) fn guard(&self) -> &Arc<Guard> {
+                &self.guard
+            }
         }
 
         impl<S> Layer<S> for $name {

@@ -98,6 +98,8 @@
 //! - [`body`]: the layers' response body.
 //! - [`metadata`]: RFC 9728 protected-resource metadata.
 //! - `metrics` (feature `metrics`): decisions, cache hits, store calls.
+//! - `openapi` (feature `openapi`): the layers' security, written into an
+//!   OpenAPI document.
 //! - [`key`]: the `ohk_` API-key format.
 //!
 //! `docs/ARCHITECTURE.md` in the repository draws the module graph and walks
@@ -115,6 +117,7 @@
 //! | `axum` | `extract`: axum extractors (axum-core) |
 //! | `tonic` | `extract::RequestExt` for `tonic::Request` |
 //! | `metrics` | `metrics`: decision, cache and store metrics through the `metrics` facade |
+//! | `openapi` | `openapi`: OpenAPI 3.1 security schemes, requirements and refusals from the layers (utoipa) |
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -145,6 +148,8 @@ pub mod layer;
 pub mod metadata;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod policy;
 mod render;
 mod rule;

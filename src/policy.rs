@@ -292,7 +292,7 @@ const MAX_PARAMETERS: usize = 16;
 
 /// Checks a pattern and turns it into matchit's syntax, plus a shape in which
 /// parameter names are erased (`/a/{id}` and `/a/{key}` are the same route).
-fn parse_pattern(pattern: &str) -> Result<(String, String), ConfigError> {
+pub(crate) fn parse_pattern(pattern: &str) -> Result<(String, String), ConfigError> {
     let invalid = |reason: &str| ConfigError::Route {
         pattern: pattern.to_owned(),
         reason: reason.to_owned(),

@@ -211,8 +211,9 @@ impl ErrorResponse {
         response
     }
 
-    /// The HTTP response, its body as bytes (for the axum extractors).
-    #[cfg(feature = "axum")]
+    /// The HTTP response, its body as bytes (for the axum extractors and
+    /// the OpenAPI document's examples).
+    #[cfg(any(feature = "axum", feature = "openapi"))]
     pub(crate) fn to_http_response(&self) -> Response<Bytes> {
         let rendered = &self.0.http;
         let mut response = Response::new(rendered.body.clone());
@@ -222,7 +223,7 @@ impl ErrorResponse {
         response
     }
 
-    #[cfg(any(feature = "tracing", feature = "metrics"))]
+    #[cfg(any(feature = "tracing", feature = "metrics", feature = "openapi"))]
     pub(crate) fn rejection(&self) -> &Rejection {
         &self.0.rejection
     }
@@ -315,6 +316,12 @@ impl FixedResponses {
             unavailable: make(Rejection::StoreUnavailable),
             no_route: make(Rejection::NoRoute),
         }
+    }
+
+    /// Every `invalid_request` response, one per [`Malformed`] reason.
+    #[cfg(feature = "openapi")]
+    pub(crate) fn every_malformed(&self) -> &[ErrorResponse] {
+        &self.malformed
     }
 
     pub(crate) fn malformed(&self, reason: Malformed) -> &ErrorResponse {

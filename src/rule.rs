@@ -66,6 +66,40 @@ impl Rule {
     }
 }
 
+/// What a rule asks for, read back for documentation.
+#[cfg(feature = "openapi")]
+impl Rule {
+    /// The entitlement required, if any.
+    pub(crate) fn entitlement(&self) -> Option<&str> {
+        self.entitlement.as_ref().map(|(name, _)| &**name)
+    }
+
+    /// The scope requirement, as alternative sets of scopes (see
+    /// `CompiledRequirement::alternatives`); `Some(None)` past `limit`.
+    pub(crate) fn scope_alternatives(&self, limit: usize) -> Option<Option<Vec<Vec<Scope>>>> {
+        self.scopes
+            .as_ref()
+            .map(|rule| rule.requirement.alternatives(limit))
+    }
+
+    /// The scopes the requirement names (as its rejections do).
+    pub(crate) fn named_scopes(&self) -> Vec<Scope> {
+        self.scopes
+            .as_ref()
+            .map_or_else(Vec::new, |rule| rule.requirement.named())
+    }
+
+    /// Every refusal this rule can send, as rendered.
+    pub(crate) fn refusals(&self) -> impl Iterator<Item = &ErrorResponse> {
+        let entitlement = self.entitlement.iter().map(|(_, denied)| denied);
+        let scopes = self
+            .scopes
+            .iter()
+            .flat_map(|rule| rule.denied.iter().map(|(_, denied)| denied));
+        entitlement.chain(scopes)
+    }
+}
+
 /// Makes [`Rule`]s with a gate's configuration: how it renders refusals,
 /// which scopes imply which, and the entitlement every scoped layer
 /// requires, if any.

@@ -494,6 +494,41 @@ impl CompiledRequirement {
     }
 
     /// Every scope a rejection may name.
+    /// The requirement as alternatives, each a set of scopes that together
+    /// satisfy it (implied scopes included): `None` past `limit` of them.
+    /// For documentation (OpenAPI security requirements), not requests.
+    #[cfg(feature = "openapi")]
+    pub(crate) fn alternatives(&self, limit: usize) -> Option<Vec<Vec<Scope>>> {
+        match self {
+            CompiledRequirement::Any { acceptors, .. } => {
+                let all: Vec<Vec<Scope>> = acceptors.iter().map(|s| vec![s]).collect();
+                (all.len() <= limit).then_some(all)
+            }
+            CompiledRequirement::All(items) => {
+                let mut all: Vec<Vec<Scope>> = vec![Vec::new()];
+                for (_, acceptors) in items.iter() {
+                    let mut next = Vec::new();
+                    for partial in &all {
+                        for scope in acceptors.iter() {
+                            let mut set = partial.clone();
+                            if !set.contains(&scope) {
+                                set.push(scope);
+                            }
+                            if !next.contains(&set) {
+                                next.push(set);
+                            }
+                        }
+                    }
+                    if next.len() > limit {
+                        return None;
+                    }
+                    all = next;
+                }
+                Some(all)
+            }
+        }
+    }
+
     pub(crate) fn named(&self) -> Vec<Scope> {
         match self {
             CompiledRequirement::All(items) => items.iter().map(|(s, _)| *s).collect(),

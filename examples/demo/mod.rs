@@ -6,17 +6,34 @@
 
 use scopegate::{Credential, CredentialKind, MemoryStore, ScopeSet};
 
-/// Every scope of the reference's scope table.
-pub const SCOPES: [&str; 8] = [
-    "contacts:read",
-    "contacts:write",
-    "organisations:read",
-    "organisations:write",
-    "enrollments:read",
-    "enrollments:write",
-    "guides:read",
-    "webhooks:manage",
+/// The reference's scope table: each scope and what it grants.
+pub const SCOPE_TABLE: [(&str, &str); 8] = [
+    ("contacts:read", "List and view contacts"),
+    ("contacts:write", "Create, update, and delete contacts"),
+    ("organisations:read", "List and view organisations"),
+    (
+        "organisations:write",
+        "Create, update, and delete organisations",
+    ),
+    ("enrollments:read", "List and view enrollments"),
+    (
+        "enrollments:write",
+        "Create, update, and delete enrollments",
+    ),
+    ("guides:read", "List and view published guides"),
+    ("webhooks:manage", "Full CRUD on webhook endpoints"),
 ];
+
+/// Every scope of the reference's scope table.
+pub const SCOPES: [&str; 8] = {
+    let mut scopes = [""; 8];
+    let mut i = 0;
+    while i < scopes.len() {
+        scopes[i] = SCOPE_TABLE[i].0;
+        i += 1;
+    }
+    scopes
+};
 
 /// The workspace whose developer settings `/developer/keys` manages.
 pub const WORKSPACE: &str = "ws_acme";

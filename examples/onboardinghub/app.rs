@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -311,10 +311,12 @@ impl App {
     }
 
     /// The full router: `/api/v1/…` behind scopegate, `/developer/keys`
-    /// behind the admin token.
-    pub fn router(&self) -> Result<Router, ConfigError> {
+    /// behind the admin token; with the `openapi` feature, `/openapi.json`,
+    /// written from the same layers.
+    pub fn router(&self) -> Result<Router, Box<dyn std::error::Error>> {
         let gate = self.gate()?;
         let scope = |name: &str| gate.require_scope(name);
+        let mut guarded = Guarded::default();
         let mut api = Router::new();
         for resource in RESOURCES {
             let read = scope(&format!("{}:read", resource.name))?;
@@ -324,6 +326,7 @@ impl App {
                 resource.collection(),
                 read,
                 write,
+                &mut guarded,
             ));
         }
         let webhooks = scope("webhooks:manage")?;
@@ -333,8 +336,15 @@ impl App {
                 Collection::new("whk", "Webhook"),
                 webhooks.clone(),
                 webhooks,
+                &mut guarded,
             ))
-            .merge(guides(scope("guides:read")?));
+            .merge(guides(scope("guides:read")?, &mut guarded));
+        #[cfg(feature = "openapi")]
+        {
+            api = api.merge(openapi_route(&guarded)?);
+        }
+        #[cfg(not(feature = "openapi"))]
+        let _ = guarded;
 
         let developer = Router::new()
             .route("/developer/keys", post(create_key).get(list_keys))
@@ -343,6 +353,17 @@ impl App {
             .with_state(self.clone());
 
         Ok(api.merge(developer))
+    }
+}
+
+/// Each API route, and the layer that guards it, recorded as the route is
+/// built: what `/openapi.json` documents is what the router enforces.
+#[derive(Default)]
+struct Guarded(Vec<(Method, String, ScopeLayer)>);
+
+impl Guarded {
+    fn add(&mut self, method: Method, path: &str, layer: &ScopeLayer) {
+        self.0.push((method, path.to_owned(), layer.clone()));
     }
 }
 
@@ -474,7 +495,19 @@ impl Collection {
 
 /// `GET|POST base` and `GET|PATCH|DELETE base/{id}`; reads need `read`,
 /// changes need `write`.
-fn crud(base: &str, collection: Shared, read: ScopeLayer, write: ScopeLayer) -> Router {
+fn crud(
+    base: &str,
+    collection: Shared,
+    read: ScopeLayer,
+    write: ScopeLayer,
+    guarded: &mut Guarded,
+) -> Router {
+    let item = format!("{base}/{{id}}");
+    guarded.add(Method::GET, base, &read);
+    guarded.add(Method::POST, base, &write);
+    guarded.add(Method::GET, &item, &read);
+    guarded.add(Method::PATCH, &item, &write);
+    guarded.add(Method::DELETE, &item, &write);
     Router::new()
         .route(
             base,
@@ -483,7 +516,7 @@ fn crud(base: &str, collection: Shared, read: ScopeLayer, write: ScopeLayer) -> 
                 .merge(post(create).route_layer(write.clone())),
         )
         .route(
-            &format!("{base}/{{id}}"),
+            &item,
             get(show).route_layer(read).merge(
                 axum::routing::patch(update)
                     .delete(remove)
@@ -547,7 +580,9 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, String> {
 }
 
 /// Published guides are listed and viewable; drafts are not found.
-fn guides(read: ScopeLayer) -> Router {
+fn guides(read: ScopeLayer, guarded: &mut Guarded) -> Router {
+    guarded.add(Method::GET, "/api/v1/guides", &read);
+    guarded.add(Method::GET, "/api/v1/guides/{id}", &read);
     let guides = Collection::new("gui", "Guide");
     for (title, published) in [
         ("Getting started", true),
@@ -824,6 +859,106 @@ pub fn metrics_route() -> Result<axum::Router, Box<dyn std::error::Error>> {
                 handle.render()
             }
         }),
+    ))
+}
+
+/// `GET /openapi.json`: the API's OpenAPI 3.1 document. The operations and
+/// their success responses are written here; their `security`, their 400,
+/// 401, 403 and 503 responses (the exact bodies) and the security schemes
+/// come from the layers that guard them, by `scopegate::openapi`.
+#[cfg(feature = "openapi")]
+fn openapi_route(guarded: &Guarded) -> Result<Router, Box<dyn std::error::Error>> {
+    use scopegate::openapi::{utoipa::openapi::OpenApi, ApiSecurity, ERROR_SCHEMA};
+
+    let record = json!({
+        "type": "object",
+        "required": ["id"],
+        "properties": {"id": {"type": "string"}}
+    });
+    let error = |description: &str| {
+        json!({
+            "description": description,
+            "content": {"application/json": {
+                "schema": {"$ref": format!("#/components/schemas/{ERROR_SCHEMA}")}
+            }}
+        })
+    };
+    let ok = |status: &str, description: &str, schema: &Value| {
+        json!({ status: {
+            "description": description,
+            "content": {"application/json": {"schema": schema}}
+        }})
+    };
+    let mut paths = Map::new();
+    for (method, path, _) in &guarded.0 {
+        let resource = path.split('/').nth(3).unwrap_or("records");
+        let one = path.ends_with("{id}");
+        let (verb, mut responses) = match (method.as_str(), one) {
+            ("GET", false) => (
+                "list",
+                ok(
+                    "200",
+                    "The records.",
+                    &json!({
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {"data": {"type": "array", "items": record}}
+                    }),
+                ),
+            ),
+            ("POST", _) => ("create", ok("201", "The new record.", &record)),
+            ("GET", true) => ("show", ok("200", "The record.", &record)),
+            ("PATCH", _) => ("update", ok("200", "The updated record.", &record)),
+            _ => ("delete", json!({"204": {"description": "Deleted."}})),
+        };
+        let mut operation = json!({
+            "tags": [resource],
+            "operationId": format!("{verb}_{resource}"),
+            "summary": format!("{verb} {resource}"),
+        });
+        if one {
+            operation["parameters"] = json!([{
+                "name": "id", "in": "path", "required": true, "schema": {"type": "string"}
+            }]);
+            responses["404"] = error("No record has this id.");
+        }
+        if matches!(verb, "create" | "update") {
+            operation["requestBody"] = json!({
+                "required": true,
+                "content": {"application/json": {"schema": {"type": "object"}}}
+            });
+            responses["400"] = error("The body is not a JSON object.");
+        }
+        operation["responses"] = responses;
+        let item = paths.entry(path.clone()).or_insert_with(|| json!({}));
+        item[method.as_str().to_ascii_lowercase()] = operation;
+    }
+    let mut doc: OpenApi = serde_json::from_value(json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "OnboardingHub API",
+            "version": "1",
+            "description": "Every request carries `Authorization: Bearer <token>`: an API key from Developer settings or an OAuth 2.0 access token."
+        },
+        "paths": paths,
+    }))?;
+    guarded
+        .0
+        .iter()
+        .fold(
+            ApiSecurity::new()
+                .scopes(crate::demo::SCOPE_TABLE)
+                .authorization_code(
+                    "https://onboarding-hub.com/oauth/authorize",
+                    "https://onboarding-hub.com/oauth/token",
+                ),
+            |security, (method, path, layer)| security.route(method.clone(), path, layer),
+        )
+        .apply(&mut doc)?;
+    let body = Bytes::from(serde_json::to_vec(&doc)?);
+    Ok(Router::new().route(
+        "/openapi.json",
+        get(move || async move { ([(header::CONTENT_TYPE, "application/json")], body) }),
     ))
 }
 

@@ -5,6 +5,7 @@
 //! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo run --example onboardinghub --features postgres
 //! ADDR=127.0.0.1:3107 ADMIN_TOKEN=s3cret cargo run --example onboardinghub
 //! cargo run --example onboardinghub --features metrics   # and GET /metrics
+//! cargo run --example onboardinghub --features openapi   # and GET /openapi.json
 //! curl -H "Authorization: Bearer ohk_demo_all_scopes" http://127.0.0.1:3000/api/v1/contacts
 //! ```
 //!
@@ -67,6 +68,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         );
         router = router.merge(app::bench_twins());
     }
+    #[cfg(feature = "openapi")]
+    println!("OpenAPI 3.1 document at /openapi.json");
     #[cfg(feature = "metrics")]
     {
         router = router.merge(app::metrics_route()?);

@@ -1,0 +1,98 @@
+//! `/openapi.json` of the example server says what the server does: for
+//! every operation it documents, a token without the documented scopes gets
+//! the documented 403, byte for byte, a token with them is let through, and
+//! no token gets the documented 401. (CI also runs schemathesis against it:
+//! `.ci/schemathesis.sh`.)
+
+mod common;
+
+#[allow(dead_code)]
+#[path = "../examples/onboardinghub/app.rs"]
+mod app;
+#[path = "../examples/demo/mod.rs"]
+mod demo;
+
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const READ: &str = "ohk_demo_contacts_read";
+const FREE: &str = "ohk_demo_no_api_access";
+
+/// The one example of a response, as compact JSON in the contract's key
+/// order (`type`, then `message`).
+fn example(operation: &Value, status: &str, name: &str) -> String {
+    let error = &operation["responses"][status]["content"]["application/json"]["examples"][name]
+        ["value"]["error"];
+    format!(
+        r#"{{"error":{{"type":{},"message":{}}}}}"#,
+        error["type"], error["message"]
+    )
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_enforced_as_documented() {
+    let server = common::serve(app::App::new("test-admin").router().expect("router")).await;
+    let reply = server.send(Method::GET, "/openapi.json", &[], "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let doc = reply.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
+    let catalog = &schemes["oauth2"]["flows"]["authorizationCode"]["scopes"];
+    assert_eq!(
+        catalog,
+        &Value::Object(
+            demo::SCOPE_TABLE
+                .iter()
+                .map(|(n, d)| (n.to_string(), json!(d)))
+                .collect()
+        )
+    );
+
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let concrete = path.replace("{id}", "con_1");
+        for (method, operation) in item.as_object().expect("path item") {
+            let method: Method = method.to_ascii_uppercase().parse().expect("method");
+            let security = operation["security"].as_array().expect("security");
+            // The operation's one scope, named by both schemes.
+            let [bearer, oauth2] = &security[..] else {
+                panic!("{method} {path}: {security:?}")
+            };
+            let scope = bearer["bearerAuth"][0].as_str().expect("a scope");
+            assert_eq!(bearer, &json!({"bearerAuth": [scope]}));
+            assert_eq!(oauth2, &json!({"oauth2": [scope]}));
+            assert!(catalog.get(scope).is_some(), "{scope}");
+
+            let body = if method == Method::POST || method == Method::PATCH {
+                "{}"
+            } else {
+                ""
+            };
+            let reply = server.call(method.clone(), &concrete, READ, body).await;
+            if scope == "contacts:read" {
+                assert_eq!(reply.status, StatusCode::OK, "{method} {path}");
+            } else {
+                reply.assert_rejected(
+                    403,
+                    &example(operation, "403", "insufficient_scope"),
+                    Some(&format!(
+                        r#"Bearer error="insufficient_scope", scope="{scope}""#
+                    )),
+                );
+            }
+            let reply = server.call(method.clone(), &concrete, FREE, body).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN);
+            assert_eq!(reply.body, example(operation, "403", "forbidden"));
+            let reply = server.send(method.clone(), &concrete, &[], body).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+            assert_eq!(reply.body, example(operation, "401", "unauthorized"));
+            let reply = server.call(method, &concrete, "ohk_unknown", body).await;
+            assert_eq!(reply.body, example(operation, "401", "invalid_token"));
+            checked += 1;
+        }
+    }
+    // Five operations for each of the four CRUD resources, two for guides.
+    assert_eq!(checked, 22);
+}
