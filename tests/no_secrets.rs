@@ -6,10 +6,9 @@
 
 mod common;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::Example;
 
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -17,70 +16,6 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 const ADMIN: &str = "admin-token-for-the-no-secrets-test";
-
-/// A running example, its stdout and stderr collected until it is killed.
-struct Example {
-    child: Child,
-    output: Arc<Mutex<Vec<u8>>>,
-    base: String,
-}
-
-impl Example {
-    fn start(issuer: &str) -> Example {
-        let mut child = Command::new(common::example_binary("onboardinghub"))
-            .env("ADDR", "127.0.0.1:0")
-            .env("ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "trace")
-            .env("OAUTH_ISSUER", issuer)
-            .env("OAUTH_AUDIENCE", "https://api.test")
-            .env_remove("DATABASE_URL")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the example (built by cargo test)");
-        let output = Arc::new(Mutex::new(Vec::new()));
-        for mut pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = Arc::clone(&output);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 8192];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    output.lock().unwrap().extend_from_slice(&buf[..n]);
-                }
-            });
-        }
-        let started = Instant::now();
-        let base = loop {
-            let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
-            if let Some(at) = text.find("listening on http://") {
-                let rest = &text[at + "listening on ".len()..];
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the example did not start: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Example {
-            child,
-            output,
-            base,
-        }
-    }
-
-    fn stop(mut self) -> String {
-        self.child.kill().ok();
-        self.child.wait().ok();
-        std::thread::sleep(Duration::from_millis(100)); // the readers drain
-        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
-    }
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -136,7 +71,13 @@ async fn the_example_logs_decisions_and_never_a_secret() {
     let key =
         EncodingKey::from_rsa_pem(include_bytes!("../benches/fixtures/rs256-private.pem")).unwrap();
     let issuer = issuer(&key).await;
-    let example = Example::start(&issuer);
+    let example = Example::start(
+        ADMIN,
+        &[
+            ("OAUTH_ISSUER", &issuer),
+            ("OAUTH_AUDIENCE", "https://api.test"),
+        ],
+    );
     let http = reqwest::Client::new();
     let url = |path: &str| format!("{}{path}", example.base);
     let get = |auth: Option<String>| {

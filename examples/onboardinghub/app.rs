@@ -26,11 +26,16 @@ use serde_json::{json, Map, Value};
 
 use crate::demo::{credential, DEMO_KEYS, SCOPES, WORKSPACE};
 
-/// The server's state: where keys live, and the admin token's hash.
+#[path = "developer.rs"]
+mod developer;
+
+/// The server's state: where keys live, the admin token's hash, and the
+/// signed-in sessions of the developer-settings page.
 #[derive(Clone)]
 pub struct App {
     keys: Keys,
     admin: TokenHash,
+    sessions: Arc<developer::Sessions>,
 }
 
 /// Where API keys live: in memory (the default), or in PostgreSQL shared by
@@ -46,8 +51,21 @@ enum Keys {
     Postgres {
         store: PgCredentialStore,
         cache: CachedStore<ChainStore>,
+        usage: scopegate::store::postgres::PgUsageRecorder,
         _listener: Arc<scopegate::store::postgres::InvalidationListener>,
     },
+}
+
+/// Each in-memory key's last use, set as the gate admits it.
+#[derive(Clone)]
+struct MemoryUsage(Arc<Mutex<BTreeMap<String, KeyRecord>>>);
+
+impl scopegate::store::UsageRecorder for MemoryUsage {
+    fn record(&self, credential: &Arc<scopegate::Credential>) {
+        if let Some(key) = lock(&self.0).get_mut(credential.id()) {
+            key.last_used = Some(std::time::SystemTime::now());
+        }
+    }
 }
 
 /// OAuth 2.0 access tokens from one authorization server, accepted next to
@@ -194,6 +212,7 @@ pub enum OAuth {}
 struct KeyRecord {
     name: String,
     scopes: Vec<String>,
+    last_used: Option<std::time::SystemTime>,
 }
 
 impl App {
@@ -225,6 +244,7 @@ impl App {
                 let record = KeyRecord {
                     name: demo.name.to_owned(),
                     scopes: to_strings(demo.scopes),
+                    last_used: None,
                 };
                 (demo.id.to_owned(), record)
             })
@@ -248,6 +268,7 @@ impl App {
         Ok(App {
             keys,
             admin: TokenHash::of(admin_token),
+            sessions: Arc::default(),
         })
     }
 
@@ -289,6 +310,7 @@ impl App {
         let listener =
             store.spawn_invalidation_listener(cache.clone(), std::time::Duration::from_secs(1));
         let keys = Keys::Postgres {
+            usage: store.spawn_usage_recorder(std::time::Duration::from_secs(1)),
             store,
             cache,
             _listener: Arc::new(listener),
@@ -296,6 +318,7 @@ impl App {
         Ok(App {
             keys,
             admin: TokenHash::of(admin_token),
+            sessions: Arc::default(),
         })
     }
 
@@ -303,9 +326,13 @@ impl App {
     /// `api-access`, so one layer per route does both checks.
     fn gate(&self) -> Result<Gate, ConfigError> {
         let builder = match &self.keys {
-            Keys::Memory { cache, .. } => Gate::builder(cache.clone()),
+            Keys::Memory {
+                cache, registry, ..
+            } => Gate::builder(cache.clone()).usage_recorder(MemoryUsage(Arc::clone(registry))),
             #[cfg(feature = "postgres")]
-            Keys::Postgres { cache, .. } => Gate::builder(cache.clone()),
+            Keys::Postgres { cache, usage, .. } => {
+                Gate::builder(cache.clone()).usage_recorder(usage.clone())
+            }
         };
         builder.entitlement(scopegate::error::API_ACCESS).build()
     }
@@ -352,7 +379,7 @@ impl App {
             .route_layer(middleware::from_fn_with_state(self.clone(), require_admin))
             .with_state(self.clone());
 
-        Ok(api.merge(developer))
+        Ok(api.merge(developer).merge(developer::routes(self.clone())))
     }
 }
 
@@ -647,29 +674,21 @@ async fn create_key(State(app): State<App>, body: Bytes) -> Response {
         Err(message) => return invalid(message),
     };
     let name = match fields.get("name") {
-        Some(Value::String(name)) if !name.trim().is_empty() && name.len() <= 100 => name.clone(),
-        _ => return invalid("'name' must be a non-empty string of at most 100 characters."),
+        Some(Value::String(name)) => match checked_name(name) {
+            Ok(name) => name,
+            Err(message) => return invalid(message),
+        },
+        _ => return invalid(NAME_RULE),
     };
     let scopes: Vec<String> = match fields.get("scopes") {
         Some(Value::Array(items)) if !items.is_empty() => {
-            let mut scopes = Vec::new();
-            for item in items {
-                match item.as_str() {
-                    Some(s) if SCOPES.contains(&s) => {
-                        if !scopes.iter().any(|have| have == s) {
-                            scopes.push(s.to_owned());
-                        }
-                    }
-                    Some(s) => {
-                        return invalid(format!(
-                            "Unknown scope '{s}'. Known scopes: {}.",
-                            SCOPES.join(", ")
-                        ))
-                    }
-                    None => return invalid("'scopes' must be an array of scope names."),
-                }
+            let Some(names) = items.iter().map(Value::as_str).collect::<Option<Vec<_>>>() else {
+                return invalid("'scopes' must be an array of scope names.");
+            };
+            match checked_scopes(names) {
+                Ok(scopes) => scopes,
+                Err(message) => return invalid(message),
             }
-            scopes
         }
         _ => return invalid("'scopes' must be a non-empty array of scope names."),
     };
@@ -703,6 +722,34 @@ async fn create_key(State(app): State<App>, body: Bytes) -> Response {
         }),
     )
         .into_response()
+}
+
+const NAME_RULE: &str = "'name' must be a non-empty string of at most 100 characters.";
+
+/// A new key's name, checked (`/developer/keys` and the page).
+fn checked_name(name: &str) -> Result<String, &'static str> {
+    if name.trim().is_empty() || name.len() > 100 {
+        return Err(NAME_RULE);
+    }
+    Ok(name.to_owned())
+}
+
+/// A new key's scopes, each from the catalog, without repeats
+/// (`/developer/keys` and the page).
+fn checked_scopes<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Vec<String>, String> {
+    let mut scopes: Vec<String> = Vec::new();
+    for name in names {
+        if !SCOPES.contains(&name) {
+            return Err(format!(
+                "Unknown scope '{name}'. Known scopes: {}.",
+                SCOPES.join(", ")
+            ));
+        }
+        if !scopes.iter().any(|have| have == name) {
+            scopes.push(name.to_owned());
+        }
+    }
+    Ok(scopes)
 }
 
 async fn list_keys(State(app): State<App>) -> Response {
@@ -756,6 +803,7 @@ impl Keys {
                 let record = KeyRecord {
                     name: name.to_owned(),
                     scopes: scopes.to_vec(),
+                    last_used: None,
                 };
                 lock(registry).insert(id.clone(), record);
                 Ok((id, token))
@@ -796,6 +844,7 @@ impl Keys {
                             KeyRecord {
                                 name: k.name,
                                 scopes: k.scopes,
+                                last_used: k.last_used_at,
                             },
                         )
                     })

@@ -78,10 +78,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    println!(
-        "onboardinghub listening on http://{}",
-        listener.local_addr()?
-    );
+    let local = listener.local_addr()?;
+    println!("onboardinghub listening on http://{local}");
+    println!("developer settings at http://{local}/developer (the admin token signs in)");
     axum::serve(listener, router)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

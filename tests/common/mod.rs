@@ -91,6 +91,11 @@ impl Server {
     }
 
     /// `GET path` with `Authorization: Bearer token`.
+    /// `http://127.0.0.1:port`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         let auth = format!("Bearer {token}");
         self.send(Method::GET, path, &[("authorization", &auth)], "")
@@ -132,10 +137,9 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
                 binary.display()
             )
         });
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let newest = ["src", "examples"]
+    let newest = sources_of(&binary)
         .iter()
-        .flat_map(|dir| walk(&root.join(dir)))
+        .filter_map(|file| std::fs::metadata(file).and_then(|m| m.modified()).ok())
         .max()
         .expect("sources");
     assert!(
@@ -146,18 +150,42 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
     binary
 }
 
-/// The modification times of every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::time::SystemTime> {
-    let mut times = Vec::new();
+/// The files of this checkout that `binary` was built from, by cargo's
+/// dep-info file beside it (which may name another checkout sharing the
+/// target directory: its paths are mapped to this one's); every file of
+/// `src/` and `examples/` without one.
+fn sources_of(binary: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let Ok(info) = std::fs::read_to_string(binary.with_extension("d")) else {
+        return ["src", "examples"]
+            .iter()
+            .flat_map(|dir| walk_files(&root.join(dir)))
+            .collect();
+    };
+    let deps = info.split_once(": ").map_or("", |(_, deps)| deps);
+    deps.split_whitespace()
+        .filter_map(|path| {
+            ["/src/", "/examples/", "/migrations/"]
+                .iter()
+                .filter_map(|marker| path.find(marker))
+                .min()
+                .map(|at| root.join(&path[at + 1..]))
+        })
+        .collect()
+}
+
+/// Every file under `dir`.
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let path = entry.path();
         if path.is_dir() {
-            times.extend(walk(&path));
-        } else if let Ok(modified) = entry.metadata().and_then(|m| m.modified()) {
-            times.push(modified);
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
         }
     }
-    times
+    files
 }
 
 /// `GET /api/v1/contacts` with `token`, through `api-access` and
@@ -181,4 +209,75 @@ pub async fn stacked_status(gate: &scopegate::Gate, token: &str) -> u16 {
         .expect("infallible")
         .status()
         .as_u16()
+}
+
+/// The example server `onboardinghub` as a process on an ephemeral port
+/// (keys in memory, `RUST_LOG=trace`), its stdout and stderr collected until
+/// it is stopped.
+pub struct Example {
+    child: std::process::Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+}
+
+impl Example {
+    /// Starts it with `ADMIN_TOKEN=admin` and `env`.
+    pub fn start(admin: &str, env: &[(&str, &str)]) -> Example {
+        use std::io::Read;
+        use std::process::{Command, Stdio};
+        use std::time::{Duration, Instant};
+        let mut child = Command::new(example_binary("onboardinghub"))
+            .env("ADDR", "127.0.0.1:0")
+            .env("ADMIN_TOKEN", admin)
+            .env("RUST_LOG", "trace")
+            .envs(env.iter().copied())
+            .env_remove("DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the example (built by cargo test)");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for mut pipe in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let output = std::sync::Arc::clone(&output);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+        }
+        let started = Instant::now();
+        let base = loop {
+            let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+            if let Some(at) = text.find("listening on http://") {
+                let rest = &text[at + "listening on ".len()..];
+                break rest.split_whitespace().next().expect("address").to_owned();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the example did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Example {
+            child,
+            output,
+            base,
+        }
+    }
+
+    /// Stops it; what it wrote.
+    pub fn stop(mut self) -> String {
+        self.child.kill().ok();
+        self.child.wait().ok();
+        std::thread::sleep(std::time::Duration::from_millis(100)); // the readers drain
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
 }
