@@ -417,7 +417,15 @@ async fn a_person_creates_a_key_in_a_real_browser_then_revokes_it() {
     assert!(once.contains("It is shown only once"), "{once}");
     let copy = browser.find(by_css("#copy")).await.unwrap();
     copy.click().await.unwrap();
-    let label = copy.text().await.unwrap();
+    // The clipboard answers asynchronously: wait for the label to change.
+    let started = Instant::now();
+    let label = loop {
+        let label = copy.text().await.unwrap();
+        if label != "Copy" || started.elapsed() > Duration::from_secs(10) {
+            break label;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         label == "Copied" || label == "Selected: press Ctrl+C",
         "{label}"
@@ -462,8 +470,15 @@ async fn a_person_creates_a_key_in_a_real_browser_then_revokes_it() {
         .click()
         .await
         .unwrap();
-    browser.wait().for_element(by_css("#name")).await.unwrap();
-    let listed = browser.source().await.unwrap();
+    // The click returns as the form is submitted: wait for the new list.
+    let started = Instant::now();
+    let listed = loop {
+        let page = browser.source().await.unwrap();
+        if !page.contains("Browser test") || started.elapsed() > Duration::from_secs(10) {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(
         !listed.contains("Browser test"),
         "the revoked key is still listed"
