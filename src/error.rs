@@ -160,6 +160,18 @@ pub enum RejectionKind {
 }
 
 impl RejectionKind {
+    /// Every kind, one per row of the contract.
+    #[cfg(feature = "openapi")]
+    pub(crate) const ALL: [RejectionKind; 7] = [
+        RejectionKind::Unauthorized,
+        RejectionKind::InvalidRequest,
+        RejectionKind::InvalidToken,
+        RejectionKind::InsufficientScope,
+        RejectionKind::Forbidden,
+        RejectionKind::ServiceUnavailable,
+        RejectionKind::NotFound,
+    ];
+
     /// The `type` string of the error body.
     pub fn as_str(self) -> &'static str {
         match self {

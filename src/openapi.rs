@@ -94,7 +94,7 @@ use utoipa::openapi::header::Header;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::Response;
 use utoipa::openapi::schema::{
-    AdditionalProperties, Components, ObjectBuilder, OneOf, Schema, Type,
+    AdditionalProperties, AnyOf, Components, ObjectBuilder, Schema, Type,
 };
 use utoipa::openapi::security::{
     AuthorizationCode, Flow, Http, HttpAuthScheme, OAuth2, Scopes, SecurityRequirement,
@@ -238,21 +238,30 @@ impl ApiSecurity {
         let mut out = doc.clone();
         let mut envelope_used = false;
         for (path, item) in out.paths.paths.iter_mut() {
-            let shape = shape_of(path);
+            // A path the patterns cannot write can still match a policy's.
+            let shape = parse_pattern(path).map_or_else(|_| path.clone(), |(_, shape)| shape);
             for (method, operation) in operations(item) {
-                let found = self
-                    .routes
+                // HEAD falls back to GET, as axum's router and policies do.
+                let wanted = |route: &Method| {
+                    *route == method || (method == Method::HEAD && *route == Method::GET)
+                };
+                let matching: Vec<usize> = (0..self.routes.len())
+                    .filter(|&i| wanted(&self.routes[i].method) && covers(&shapes[i], &shape))
+                    .collect();
+                for &index in &matching {
+                    used[index] = true;
+                }
+                // An exact method before HEAD's fallback to GET.
+                let found = matching
                     .iter()
-                    .zip(&shapes)
-                    .position(|(r, s)| r.method == method && *s == shape);
+                    .copied()
+                    .find(|&i| self.routes[i].method == method)
+                    .or(matching.first().copied());
                 let access = match found {
-                    Some(index) => {
-                        used[index] = true;
-                        match &self.routes[index].guard {
-                            None => Some(Access::Public),
-                            Some(guard) => guard_access(guard, &method, path),
-                        }
-                    }
+                    Some(index) => match &self.routes[index].guard {
+                        None => Some(Access::Public),
+                        Some(guard) => guard_access(guard, &method, path),
+                    },
                     None => self
                         .policies
                         .iter()
@@ -349,16 +358,22 @@ impl ApiSecurity {
         }
         let mut envelope_used = false;
         for (status, refusals) in by_status {
-            let description = describe(status, rule.entitlement());
+            let description = describe(status, rule, optional);
             let (response, envelope) = response(description, &refusals);
             envelope_used |= envelope;
             let responses = &mut operation.responses.responses;
-            let merged = match responses.remove(&status.to_string()) {
-                Some(RefOr::T(theirs)) => merge(theirs, response),
-                // A reference to a shared response: ours, with theirs as an
-                // alternative, would need its target; ours is what is sent.
-                Some(RefOr::Ref(_)) | None => response,
+            let merged = match responses.get(&status.to_string()) {
+                Some(RefOr::T(theirs)) => merge(theirs.clone(), response),
+                None => Some(response),
+                // A shared response: merging into it would change every
+                // operation that refers to it.
+                Some(RefOr::Ref(_)) => None,
             };
+            let merged = merged.ok_or_else(|| OpenApiError::Shared {
+                status,
+                method: method.to_string(),
+                path: path.to_owned(),
+            })?;
             responses.insert(status.to_string(), RefOr::T(merged));
         }
         Ok(envelope_used)
@@ -432,18 +447,13 @@ fn guard_access<'a>(guard: &'a Guard, method: &Method, path: &str) -> Option<Acc
     }
 }
 
-/// A document path with its parameters' names erased, as a pattern's shape.
-fn shape_of(path: &str) -> String {
-    path.split('/')
-        .map(|segment| {
-            if segment.starts_with('{') && segment.ends_with('}') {
-                "{}"
-            } else {
-                segment
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+/// Whether a route of shape `route` serves a document path of shape
+/// `path`: the same shape, or a `*` route under which the path lies.
+fn covers(route: &str, path: &str) -> bool {
+    match route.strip_suffix("{*}") {
+        Some(prefix) => path.len() > prefix.len() && path.starts_with(prefix),
+        None => route == path,
+    }
 }
 
 /// The operations of a path item, with their methods.
@@ -470,15 +480,21 @@ fn operations(item: &mut PathItem) -> Vec<(Method, &mut Operation)> {
     all
 }
 
-fn describe(status: u16, entitlement: Option<&str>) -> String {
+fn describe(status: u16, rule: &Rule, optional: bool) -> String {
+    let scoped = !rule.named_scopes().is_empty();
     match status {
         400 => "The `Authorization` header is not one well-formed Bearer credential.".to_owned(),
+        401 if optional => {
+            "A token was sent, but it is unknown, revoked or expired, or not a Bearer token."
+                .to_owned()
+        }
         401 => "No Bearer token was sent, or the token is unknown, revoked or expired.".to_owned(),
-        403 => match entitlement {
-            Some(name) => format!(
+        403 => match (rule.entitlement(), scoped) {
+            (Some(name), true) => format!(
                 "The workspace's plan lacks the `{name}` entitlement, or the credential lacks a scope this operation requires."
             ),
-            None => "The credential lacks a scope this operation requires.".to_owned(),
+            (Some(name), false) => format!("The workspace's plan lacks the `{name}` entitlement."),
+            (None, _) => "The credential lacks a scope this operation requires.".to_owned(),
         },
         503 => "The credentials could not be checked: retry after `Retry-After` seconds.".to_owned(),
         _ => "Refused by scopegate.".to_owned(),
@@ -552,35 +568,55 @@ fn header_name(lower: &str) -> String {
 }
 
 /// The operation's own response for a status, and ours: one description,
-/// both sets of examples, either schema. Ours are what the layer sends
-/// before the handler runs; theirs, what the handler sends.
-fn merge(mut theirs: Response, ours: Response) -> Response {
-    theirs.description = format!("{} Or: {}", theirs.description, ours.description);
+/// both sets of examples, either schema (`anyOf`: a body may fit both).
+/// Ours are what the layer sends before the handler runs; theirs, what the
+/// handler sends. `None` if theirs refers to shared content.
+fn merge(mut theirs: Response, ours: Response) -> Option<Response> {
+    if !theirs.description.contains(&ours.description) {
+        theirs.description = format!("{} Or: {}", theirs.description, ours.description);
+    }
     for (content_type, content) in ours.content {
+        let RefOr::T(content) = content else {
+            continue;
+        };
         match theirs.content.get_mut(&content_type) {
+            Some(RefOr::Ref(_)) => return None,
             Some(RefOr::T(existing)) => {
-                let RefOr::T(content) = content else { continue };
                 existing.schema = match (existing.schema.take(), content.schema) {
                     (Some(a), Some(b)) if a == b => Some(a),
+                    // Merged before (the document given twice).
+                    (Some(RefOr::T(Schema::AnyOf(any_of))), Some(b))
+                        if any_of.items.contains(&b) =>
+                    {
+                        Some(RefOr::T(Schema::AnyOf(any_of)))
+                    }
                     (Some(a), Some(b)) => {
-                        let mut one_of = OneOf::new();
-                        one_of.items = vec![a, b];
-                        Some(RefOr::T(Schema::OneOf(one_of)))
+                        let mut any_of = AnyOf::new();
+                        any_of.items = vec![a, b];
+                        Some(RefOr::T(Schema::AnyOf(any_of)))
                     }
                     // One side says nothing of its shape: neither may.
                     _ => None,
                 };
+                // `example` and `examples` exclude each other.
+                if let Some(value) = existing.example.take() {
+                    let mut example = Example::new();
+                    example.value = Some(value);
+                    existing
+                        .examples
+                        .insert("handler".to_owned(), RefOr::T(example));
+                }
                 existing.examples.extend(content.examples);
             }
-            _ => {
-                theirs.content.insert(content_type, content);
+            None => {
+                theirs.content.insert(content_type, RefOr::T(content));
             }
         }
     }
     for (name, header) in ours.headers {
         theirs.headers.entry(name).or_insert(header);
     }
-    theirs
+    Some(theirs)
 }
 
 fn string_schema() -> Schema {
@@ -590,16 +626,6 @@ fn string_schema() -> Schema {
         .into()
 }
 
-const KINDS: [RejectionKind; 7] = [
-    RejectionKind::Unauthorized,
-    RejectionKind::InvalidRequest,
-    RejectionKind::InvalidToken,
-    RejectionKind::InsufficientScope,
-    RejectionKind::Forbidden,
-    RejectionKind::ServiceUnavailable,
-    RejectionKind::NotFound,
-];
-
 /// `{"error":{"type":…,"message":…}}`, nothing else.
 fn envelope_schema() -> Schema {
     let error = ObjectBuilder::new()
@@ -608,7 +634,7 @@ fn envelope_schema() -> Schema {
             "type",
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .enum_values(Some(KINDS.map(RejectionKind::as_str))),
+                .enum_values(Some(RejectionKind::ALL.map(RejectionKind::as_str))),
         )
         .required("type")
         .property("message", ObjectBuilder::new().schema_type(Type::String))
@@ -635,7 +661,7 @@ fn is_envelope(value: &Value) -> bool {
     outer.len() == 1
         && error.len() == 2
         && matches!(error.get("message"), Some(Value::String(_)))
-        && matches!(error.get("type"), Some(Value::String(t)) if KINDS.iter().any(|k| k.as_str() == t))
+        && matches!(error.get("type"), Some(Value::String(t)) if RejectionKind::ALL.iter().any(|k| k.as_str() == t))
 }
 
 /// Why a document could not be given its security.
@@ -657,6 +683,17 @@ pub enum OpenApiError {
         /// The route's method.
         method: String,
         /// Its pattern.
+        path: String,
+    },
+    /// An operation documents a status scopegate also sends by reference to
+    /// a shared response (or shared content), which scopegate will not
+    /// change for every operation that refers to it: describe it inline.
+    Shared {
+        /// The status.
+        status: u16,
+        /// The operation's method.
+        method: String,
+        /// Its path.
         path: String,
     },
     /// An operation requires a scope that the catalog does not describe.
@@ -684,6 +721,14 @@ impl fmt::Display for OpenApiError {
                     "{method} {path} was given, but the document has no such operation"
                 )
             }
+            OpenApiError::Shared {
+                status,
+                method,
+                path,
+            } => write!(
+                f,
+                "{method} {path} documents its {status} by reference; scopegate adds its refusals to it, so describe it inline"
+            ),
             OpenApiError::UndescribedScope {
                 scope,
                 method,
@@ -761,7 +806,7 @@ mod tests {
         );
         assert_eq!(
             operation(&d, "post", "/c")["security"],
-            json!([{"bearerAuth": ["contacts:write"]}, {"bearerAuth": ["admin"]}])
+            json!([{"bearerAuth": ["admin"]}, {"bearerAuth": ["contacts:write"]}])
         );
         // Without `authorization_code`, no oauth2 scheme.
         let schemes = serde_json::to_value(&d).unwrap()["components"]["securitySchemes"].clone();
@@ -769,6 +814,91 @@ mod tests {
             schemes,
             json!({"bearerAuth": {"type": "http", "scheme": "bearer",
                 "description": "An API key or an OAuth 2.0 access token: `Authorization: Bearer <token>`."}})
+        );
+    }
+
+    #[test]
+    fn all_of_with_implications_wildcards_and_head() {
+        let gate = Gate::builder(CachedStore::new(MemoryStore::new()))
+            .imply("admin", "contacts:read")
+            .imply("admin", "contacts:write")
+            .build()
+            .unwrap();
+        let both = gate.require(Requirement::all_of(["contacts:write", "contacts:read"]).unwrap());
+        let read = gate.require_scope("contacts:read").unwrap();
+        let mut d = doc(&[
+            ("POST", "/c"),
+            ("GET", "/files/{path}"),
+            ("HEAD", "/files/{path}"),
+        ]);
+        ApiSecurity::new()
+            .scopes(CATALOG)
+            .route(Method::POST, "/c", &both)
+            .route(Method::GET, "/files/*", &read)
+            .apply(&mut d)
+            .unwrap();
+        // admin alone does it; admin with either other is a superset, left out.
+        assert_eq!(
+            operation(&d, "post", "/c")["security"],
+            json!([{"bearerAuth": ["admin"]}, {"bearerAuth": ["contacts:read", "contacts:write"]}])
+        );
+        let read_security = json!([{"bearerAuth": ["admin"]}, {"bearerAuth": ["contacts:read"]}]);
+        assert_eq!(
+            operation(&d, "get", "/files/{path}")["security"],
+            read_security
+        );
+        assert_eq!(
+            operation(&d, "head", "/files/{path}")["security"],
+            read_security
+        );
+    }
+
+    #[test]
+    fn their_responses_are_merged_and_shared_ones_refused() {
+        let gate = gate();
+        let read = gate.require_scope("contacts:read").unwrap();
+        let with_400 = |response: Value| -> OpenApi {
+            serde_json::from_value(json!({
+                "openapi": "3.1.0",
+                "info": {"title": "t", "version": "1"},
+                "paths": {"/c": {"get": {"responses": {"200": {"description": "OK."}, "400": response}}}}
+            }))
+            .unwrap()
+        };
+        let mut d = with_400(
+            json!({"description": "Bad query.", "content": {"application/json": {
+                "schema": {"type": "object"}, "example": {"error": "bad"}
+            }}}),
+        );
+        let security = ApiSecurity::new()
+            .scopes(CATALOG)
+            .route(Method::GET, "/c", &read);
+        security.apply(&mut d).unwrap();
+        let content =
+            &operation(&d, "get", "/c")["responses"]["400"]["content"]["application/json"];
+        assert_eq!(
+            content["schema"],
+            json!({"anyOf": [{"type": "object"}, {"$ref": "#/components/schemas/ScopegateError"}]})
+        );
+        assert_eq!(content.get("example"), None);
+        assert_eq!(
+            content["examples"]["handler"]["value"],
+            json!({"error": "bad"})
+        );
+        assert!(content["examples"].get("invalid_request").is_some());
+        // Applied twice, nothing grows.
+        let once = d.clone();
+        security.apply(&mut d).unwrap();
+        assert!(d == once, "a second apply changed the document");
+        assert_eq!(
+            operation(&d, "get", "/c")["responses"]["400"]["description"],
+            "Bad query. Or: The `Authorization` header is not one well-formed Bearer credential."
+        );
+
+        let mut d = with_400(json!({"$ref": "#/components/responses/BadRequest"}));
+        assert_eq!(
+            security.apply(&mut d).unwrap_err().to_string(),
+            "GET /c documents its 400 by reference; scopegate adds its refusals to it, so describe it inline"
         );
     }
 

@@ -493,16 +493,15 @@ impl CompiledRequirement {
         }
     }
 
-    /// Every scope a rejection may name.
     /// The requirement as alternatives, each a set of scopes that together
-    /// satisfy it (implied scopes included): `None` past `limit` of them.
-    /// For documentation (OpenAPI security requirements), not requests.
+    /// satisfy it (implied scopes included), by name, none a superset of
+    /// another: `None` if an all-of requirement makes more than `limit` of
+    /// them. For documentation (OpenAPI security requirements), not requests.
     #[cfg(feature = "openapi")]
     pub(crate) fn alternatives(&self, limit: usize) -> Option<Vec<Vec<Scope>>> {
-        match self {
+        let mut all: Vec<Vec<Scope>> = match self {
             CompiledRequirement::Any { acceptors, .. } => {
-                let all: Vec<Vec<Scope>> = acceptors.iter().map(|s| vec![s]).collect();
-                (all.len() <= limit).then_some(all)
+                acceptors.iter().map(|scope| vec![scope]).collect()
             }
             CompiledRequirement::All(items) => {
                 let mut all: Vec<Vec<Scope>> = vec![Vec::new()];
@@ -514,27 +513,50 @@ impl CompiledRequirement {
                             if !set.contains(&scope) {
                                 set.push(scope);
                             }
-                            if !next.contains(&set) {
-                                next.push(set);
-                            }
+                            next.push(set);
                         }
                     }
-                    if next.len() > limit {
+                    all = minimal(next);
+                    if all.len() > limit {
                         return None;
                     }
-                    all = next;
                 }
-                Some(all)
+                all
             }
+        };
+        for set in &mut all {
+            set.sort_by_key(|scope| scope.as_str());
         }
+        all.sort_by(|a, b| {
+            let names = |set: &[Scope]| set.iter().map(|s| s.as_str()).collect::<Vec<_>>();
+            names(a).cmp(&names(b))
+        });
+        Some(all)
     }
 
+    /// Every scope a rejection may name.
     pub(crate) fn named(&self) -> Vec<Scope> {
         match self {
             CompiledRequirement::All(items) => items.iter().map(|(s, _)| *s).collect(),
             CompiledRequirement::Any { named, .. } => vec![*named],
         }
     }
+}
+
+/// The sets of `sets` that hold no other set of it: the same sets, or a
+/// superset of another, add no way to satisfy a requirement.
+#[cfg(feature = "openapi")]
+fn minimal(sets: Vec<Vec<Scope>>) -> Vec<Vec<Scope>> {
+    let within = |small: &[Scope], big: &[Scope]| small.iter().all(|s| big.contains(s));
+    let mut kept: Vec<Vec<Scope>> = Vec::new();
+    for set in sets {
+        if kept.iter().any(|k| within(k, &set)) {
+            continue;
+        }
+        kept.retain(|k| !within(&set, k));
+        kept.push(set);
+    }
+    kept
 }
 
 /// Configured implications: `granted ⇒ implied`, applied transitively.

@@ -15,6 +15,7 @@ mod demo;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
+const ALL: &str = "ohk_demo_all_scopes";
 const READ: &str = "ohk_demo_contacts_read";
 const FREE: &str = "ohk_demo_no_api_access";
 
@@ -70,6 +71,13 @@ async fn every_documented_operation_is_enforced_as_documented() {
             } else {
                 ""
             };
+            // Every scope: through to the handler (a record, or its 404).
+            let missing = path.replace("{id}", "missing");
+            let reply = server.call(method.clone(), &missing, ALL, body).await;
+            assert!(
+                reply.status.is_success() || reply.status == StatusCode::NOT_FOUND,
+                "{method} {path}: {reply:?}"
+            );
             let reply = server.call(method.clone(), &concrete, READ, body).await;
             if scope == "contacts:read" {
                 assert_eq!(reply.status, StatusCode::OK, "{method} {path}");
@@ -89,6 +97,7 @@ async fn every_documented_operation_is_enforced_as_documented() {
             assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
             assert_eq!(reply.body, example(operation, "401", "unauthorized"));
             let reply = server.call(method, &concrete, "ohk_unknown", body).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
             assert_eq!(reply.body, example(operation, "401", "invalid_token"));
             checked += 1;
         }

@@ -728,7 +728,7 @@ const NAME_RULE: &str = "'name' must be a non-empty string of at most 100 charac
 
 /// A new key's name, checked (`/developer/keys` and the page).
 fn checked_name(name: &str) -> Result<String, &'static str> {
-    if name.trim().is_empty() || name.len() > 100 {
+    if name.trim().is_empty() || name.chars().count() > 100 {
         return Err(NAME_RULE);
     }
     Ok(name.to_owned())

@@ -7,7 +7,11 @@
 //! - **Admin token, once per browser session.** It is posted once, in a
 //!   form body (never a URL), and exchanged for a random session cookie
 //!   (`HttpOnly`, `SameSite=Strict`, no expiry: it ends with the browser
-//!   session); the server keeps only the session id's SHA-256.
+//!   session, and the server forgets it after 12 idle hours); the server
+//!   keeps only the session id's SHA-256, and a new sign-in replaces the
+//!   browser's old session. Served over HTTPS, the cookie would also be
+//!   `Secure` and `__Host-` prefixed; the example serves plain HTTP on
+//!   loopback.
 //! - **CSRF-safe.** Every form carries the session's own random token, and
 //!   a request whose `Origin` is another site's (or `null`) is refused; the
 //!   cookie is `SameSite=Strict` as well. `Referrer-Policy: same-origin`,
@@ -90,6 +94,10 @@ async fn sign_in(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Res
     };
     {
         let mut sessions = lock(&app.sessions);
+        // A new session replaces the one this browser had (no fixation).
+        if let Some(old) = cookie(&headers) {
+            sessions.remove(&TokenHash::of(old));
+        }
         sessions.retain(|_, s| s.seen.elapsed() < SESSION_IDLE);
         if sessions.len() >= MAX_SESSIONS {
             if let Some(oldest) = sessions.iter().min_by_key(|(_, s)| s.seen).map(|(k, _)| *k) {
@@ -122,9 +130,10 @@ async fn sign_out(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Re
     let mut response = see_other();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "onboardinghub_developer=; Path=/developer; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
+        HeaderValue::from_str(&format!(
+            "{COOKIE}=; Path=/developer; HttpOnly; SameSite=Strict; Max-Age=0"
+        ))
+        .unwrap_or_else(|_| HeaderValue::from_static("")),
     );
     response
 }
@@ -268,8 +277,12 @@ fn checked(app: &App, headers: &HeaderMap, body: &[u8]) -> Result<(String, Form)
 }
 
 /// Whether the request comes from a page of another origin (or an opaque
-/// one). Without an `Origin` header, the CSRF token alone decides.
+/// one): by the browser's `Sec-Fetch-Site` where it sends one, else by
+/// `Origin` against `Host`. Without either, the CSRF token alone decides.
 fn foreign_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return false;
     };

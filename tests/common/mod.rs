@@ -90,12 +90,12 @@ impl Server {
         }
     }
 
-    /// `GET path` with `Authorization: Bearer token`.
     /// `http://127.0.0.1:port`.
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)
     }
 
+    /// `GET path` with `Authorization: Bearer token`.
     pub async fn get(&self, path: &str, token: &str) -> Reply {
         let auth = format!("Bearer {token}");
         self.send(Method::GET, path, &[("authorization", &auth)], "")
@@ -216,6 +216,7 @@ pub async fn stacked_status(gate: &scopegate::Gate, token: &str) -> u16 {
 /// it is stopped.
 pub struct Example {
     child: std::process::Child,
+    readers: Vec<std::thread::JoinHandle<()>>,
     output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     /// `http://127.0.0.1:port`.
     pub base: String,
@@ -238,12 +239,13 @@ impl Example {
             .spawn()
             .expect("start the example (built by cargo test)");
         let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for mut pipe in [
             Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
             Box::new(child.stderr.take().expect("stderr")),
         ] {
             let output = std::sync::Arc::clone(&output);
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 let mut buf = [0u8; 8192];
                 while let Ok(n) = pipe.read(&mut buf) {
                     if n == 0 {
@@ -251,7 +253,7 @@ impl Example {
                     }
                     output.lock().unwrap().extend_from_slice(&buf[..n]);
                 }
-            });
+            }));
         }
         let started = Instant::now();
         let base = loop {
@@ -268,6 +270,7 @@ impl Example {
         };
         Example {
             child,
+            readers,
             output,
             base,
         }
@@ -277,7 +280,10 @@ impl Example {
     pub fn stop(mut self) -> String {
         self.child.kill().ok();
         self.child.wait().ok();
-        std::thread::sleep(std::time::Duration::from_millis(100)); // the readers drain
+        // The pipes close with the process: the readers end once drained.
+        for reader in self.readers.drain(..) {
+            reader.join().ok();
+        }
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 }
