@@ -139,15 +139,11 @@ async fn every_form_needs_the_session_and_its_csrf_token() {
         "{set_cookie}"
     );
     let cookie = set_cookie.split(';').next().unwrap().to_owned();
-    let page = http
-        .get(url("/developer"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let settings = |cookie: &str| {
+        let request = http.get(url("/developer")).header("cookie", cookie);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let page = settings(&cookie).await;
     let token = csrf(&page);
     for (scope, grants) in demo::SCOPE_TABLE {
         assert!(page.contains(&format!(
@@ -224,15 +220,7 @@ async fn every_form_needs_the_session_and_its_csrf_token() {
     assert_eq!(keys().await, before + 1);
 
     // The list shows it (once, with its scope), never its token.
-    let page = http
-        .get(url("/developer"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = settings(&cookie).await;
     assert_eq!(shown_token(&page), None);
     assert!(!page.contains(&created));
     let row = page

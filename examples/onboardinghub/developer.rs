@@ -166,16 +166,7 @@ async fn create(State(app): State<App>, headers: HeaderMap, body: Bytes) -> Resp
             let created = Created { name, token };
             settings(&app, &csrf, Some(&created), None, StatusCode::OK).await
         }
-        Err(message) => {
-            settings(
-                &app,
-                &csrf,
-                None,
-                Some(&message),
-                StatusCode::SERVICE_UNAVAILABLE,
-            )
-            .await
-        }
+        Err(message) => unavailable(&app, &csrf, &message).await,
     }
 }
 
@@ -195,17 +186,20 @@ async fn revoke(
             let message = "That key was not found: it may be revoked already.";
             settings(&app, &csrf, None, Some(message), StatusCode::NOT_FOUND).await
         }
-        Err(message) => {
-            settings(
-                &app,
-                &csrf,
-                None,
-                Some(&message),
-                StatusCode::SERVICE_UNAVAILABLE,
-            )
-            .await
-        }
+        Err(message) => unavailable(&app, &csrf, &message).await,
     }
+}
+
+/// The settings, with why the key store could not do what was asked.
+async fn unavailable(app: &App, csrf: &str, message: &str) -> Response {
+    settings(
+        app,
+        csrf,
+        None,
+        Some(message),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
