@@ -309,11 +309,7 @@ impl ApiSecurity {
                 optional,
             } => (*rule, *fixed, *optional),
         };
-        let alternatives = match rule.scope_alternatives(MAX_ALTERNATIVES) {
-            None => vec![Vec::new()],
-            Some(Some(alternatives)) => alternatives,
-            Some(None) => vec![rule.named_scopes()],
-        };
+        let alternatives = rule.scope_alternatives(MAX_ALTERNATIVES);
         let mut security = Vec::new();
         if optional {
             security.push(SecurityRequirement::default());
@@ -481,7 +477,6 @@ fn operations(item: &mut PathItem) -> Vec<(Method, &mut Operation)> {
 }
 
 fn describe(status: u16, rule: &Rule, optional: bool) -> String {
-    let scoped = !rule.named_scopes().is_empty();
     match status {
         400 => "The `Authorization` header is not one well-formed Bearer credential.".to_owned(),
         401 if optional => {
@@ -489,7 +484,7 @@ fn describe(status: u16, rule: &Rule, optional: bool) -> String {
                 .to_owned()
         }
         401 => "No Bearer token was sent, or the token is unknown, revoked or expired.".to_owned(),
-        403 => match (rule.entitlement(), scoped) {
+        403 => match (rule.entitlement(), rule.requires_scopes()) {
             (Some(name), true) => format!(
                 "The workspace's plan lacks the `{name}` entitlement, or the credential lacks a scope this operation requires."
             ),

@@ -74,19 +74,22 @@ impl Rule {
         self.entitlement.as_ref().map(|(name, _)| &**name)
     }
 
-    /// The scope requirement, as alternative sets of scopes (see
-    /// `CompiledRequirement::alternatives`); `Some(None)` past `limit`.
-    pub(crate) fn scope_alternatives(&self, limit: usize) -> Option<Option<Vec<Vec<Scope>>>> {
-        self.scopes
-            .as_ref()
-            .map(|rule| rule.requirement.alternatives(limit))
+    /// The sets of scopes that satisfy the rule, any one of them (see
+    /// `CompiledRequirement::alternatives`): one empty set when it requires
+    /// no scope; past `limit` sets, just the scopes the requirement names.
+    pub(crate) fn scope_alternatives(&self, limit: usize) -> Vec<Vec<Scope>> {
+        match &self.scopes {
+            None => vec![Vec::new()],
+            Some(rule) => rule
+                .requirement
+                .alternatives(limit)
+                .unwrap_or_else(|| vec![rule.requirement.named()]),
+        }
     }
 
-    /// The scopes the requirement names (as its rejections do).
-    pub(crate) fn named_scopes(&self) -> Vec<Scope> {
-        self.scopes
-            .as_ref()
-            .map_or_else(Vec::new, |rule| rule.requirement.named())
+    /// Whether the rule requires any scope.
+    pub(crate) fn requires_scopes(&self) -> bool {
+        self.scopes.is_some()
     }
 
     /// Every refusal this rule can send, as rendered.
