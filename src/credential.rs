@@ -46,6 +46,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
+use crate::limit::{Limit, Per};
 use crate::scope::ScopeSet;
 
 /// The SHA-256 digest of a bearer token.
@@ -250,6 +251,8 @@ pub struct Credential {
     scopes: ScopeSet,
     /// Shared by every credential of the same plan (see [`Plans`]).
     entitlements: Entitlements,
+    /// The plan's and the key's limits, by name; no two share one.
+    limits: Arc<[Limit]>,
     expires_at: Option<SystemTime>,
     max_cache_age: Option<Duration>,
 }
@@ -263,6 +266,7 @@ impl Credential {
             kind,
             scopes: ScopeSet::new(),
             entitlements: Plans::shared(Vec::new()),
+            limits: Arc::new([]),
             expires_at: None,
             max_cache_age: None,
         }
@@ -290,6 +294,20 @@ impl Credential {
         list.sort_unstable();
         list.dedup();
         self.entitlements = Plans::shared(list);
+        self
+    }
+
+    /// Sets the limits the credential is counted against (see
+    /// [`limit`](crate::limit)): its plan's, and its own. A name given
+    /// twice keeps the last, so a key's own limit can follow its plan's to
+    /// override it.
+    pub fn with_limits(mut self, limits: impl IntoIterator<Item = Limit>) -> Self {
+        let mut list: Vec<Limit> = Vec::new();
+        for limit in limits {
+            list.retain(|l| l.name() != limit.name());
+            list.push(limit);
+        }
+        self.limits = list.into();
         self
     }
 
@@ -338,6 +356,20 @@ impl Credential {
     #[inline]
     pub fn has_entitlement(&self, entitlement: &str) -> bool {
         self.entitlements.iter().any(|e| **e == *entitlement)
+    }
+
+    /// The limits the credential is counted against.
+    pub fn limits(&self) -> &[Limit] {
+        &self.limits
+    }
+
+    /// What a limit counted `per` is counted under: this key's id, or its
+    /// account's.
+    pub(crate) fn subject(&self, per: Per) -> &str {
+        match per {
+            Per::Key => &self.id,
+            Per::Account => &self.account_id,
+        }
     }
 
     /// When the credential expires, if ever.

@@ -13,6 +13,8 @@
 //! | [`Malformed`](Rejection::Malformed) | 400 | `invalid_request` | `WWW-Authenticate: Bearer error="invalid_request"` |
 //! | [`NoRoute`](Rejection::NoRoute) | 404 | `not_found` | |
 //! | [`StoreUnavailable`](Rejection::StoreUnavailable) | 503 | `service_unavailable` | `Retry-After` |
+//! | [`RateLimited`](Rejection::RateLimited) | 429 | `rate_limited` | `Retry-After`, `RateLimit-Policy`, `RateLimit` |
+//! | [`QuotaExceeded`](Rejection::QuotaExceeded) | 429 | `quota_exceeded` | `Retry-After`, `RateLimit-Policy`, `RateLimit` |
 //!
 //! Those are all the statuses scopegate sends. Every body has the shape of
 //! [`ErrorEnvelope`], `{"error":{"type":"…","message":"…"}}`; an application
@@ -24,7 +26,10 @@
 //! The [`Rejection`] is also put into the response's extensions, so outer
 //! layers can log or count it. Messages can be replaced with [`Messages`],
 //! whole responses with a [`RenderRejection`]. Bodies are built once, when
-//! the gate or layer is built, not per request. Configuration mistakes are
+//! the gate or layer is built, not per request; a 429's body names its wait,
+//! so it is built the first time a gate sends it for that limit and that
+//! many seconds, and kept (waits past a minute, a quota's, are built each
+//! time). Configuration mistakes are
 //! [`ConfigError`]s, returned when a gate, layer or policy is built.
 //!
 //! # Example
@@ -63,6 +68,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde::Serialize;
 
+use crate::limit::LimitError;
 use crate::scope::{Scope, ScopeError};
 
 /// The entitlement every API request needs by default.
@@ -95,6 +101,22 @@ pub enum Rejection {
     /// No entry of a [`RoutePolicy`](crate::policy::RoutePolicy) matches the request,
     /// and the policy denies unmatched routes (the default).
     NoRoute,
+    /// A rate [`Limit`](crate::limit::Limit) of the credential is spent for
+    /// now (429 `rate_limited`).
+    RateLimited {
+        /// The limit's name, e.g. `requests`.
+        limit: Arc<str>,
+        /// Whole seconds until the request would be admitted, at least 1.
+        retry_after: u64,
+    },
+    /// A quota [`Limit`](crate::limit::Limit) of the credential is spent
+    /// until its period ends (429 `quota_exceeded`).
+    QuotaExceeded {
+        /// The quota's name, e.g. `monthly`.
+        limit: Arc<str>,
+        /// Whole seconds until the period ends, at least 1.
+        retry_after: u64,
+    },
 }
 
 /// Declares [`Malformed`] with each variant's default message, and
@@ -157,12 +179,16 @@ pub enum RejectionKind {
     ServiceUnavailable,
     /// 404 `not_found`: no route policy covers the request.
     NotFound,
+    /// 429 `rate_limited`: a rate limit is spent for now.
+    RateLimited,
+    /// 429 `quota_exceeded`: a quota is spent until its period ends.
+    QuotaExceeded,
 }
 
 impl RejectionKind {
     /// Every kind, one per row of the contract.
     #[cfg(feature = "openapi")]
-    pub(crate) const ALL: [RejectionKind; 7] = [
+    pub(crate) const ALL: [RejectionKind; 9] = [
         RejectionKind::Unauthorized,
         RejectionKind::InvalidRequest,
         RejectionKind::InvalidToken,
@@ -170,6 +196,8 @@ impl RejectionKind {
         RejectionKind::Forbidden,
         RejectionKind::ServiceUnavailable,
         RejectionKind::NotFound,
+        RejectionKind::RateLimited,
+        RejectionKind::QuotaExceeded,
     ];
 
     /// The `type` string of the error body.
@@ -182,6 +210,8 @@ impl RejectionKind {
             RejectionKind::Forbidden => "forbidden",
             RejectionKind::ServiceUnavailable => "service_unavailable",
             RejectionKind::NotFound => "not_found",
+            RejectionKind::RateLimited => "rate_limited",
+            RejectionKind::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -193,12 +223,16 @@ impl RejectionKind {
             RejectionKind::InsufficientScope | RejectionKind::Forbidden => StatusCode::FORBIDDEN,
             RejectionKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             RejectionKind::NotFound => StatusCode::NOT_FOUND,
+            RejectionKind::RateLimited | RejectionKind::QuotaExceeded => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
     /// The gRPC status code a gRPC client receives instead of the HTTP status:
     /// 16 UNAUTHENTICATED for 400 and 401, 7 PERMISSION_DENIED for 403,
-    /// 14 UNAVAILABLE for 503, 12 UNIMPLEMENTED for an unmatched route.
+    /// 14 UNAVAILABLE for 503, 12 UNIMPLEMENTED for an unmatched route,
+    /// 8 RESOURCE_EXHAUSTED for 429.
     pub fn grpc_status(self) -> u8 {
         match self {
             RejectionKind::Unauthorized
@@ -207,6 +241,7 @@ impl RejectionKind {
             RejectionKind::InsufficientScope | RejectionKind::Forbidden => 7,
             RejectionKind::ServiceUnavailable => 14,
             RejectionKind::NotFound => 12,
+            RejectionKind::RateLimited | RejectionKind::QuotaExceeded => 8,
         }
     }
 }
@@ -228,12 +263,23 @@ impl Rejection {
             Rejection::MissingEntitlement(_) => RejectionKind::Forbidden,
             Rejection::StoreUnavailable => RejectionKind::ServiceUnavailable,
             Rejection::NoRoute => RejectionKind::NotFound,
+            Rejection::RateLimited { .. } => RejectionKind::RateLimited,
+            Rejection::QuotaExceeded { .. } => RejectionKind::QuotaExceeded,
         }
     }
 
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.kind().status()
+    }
+
+    /// The seconds a client is told to wait (`Retry-After`) by a 429.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Rejection::RateLimited { retry_after, .. }
+            | Rejection::QuotaExceeded { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
     }
 }
 
@@ -247,11 +293,18 @@ impl fmt::Display for Rejection {
             Rejection::MissingEntitlement(e) => write!(f, "missing entitlement {e}"),
             Rejection::StoreUnavailable => f.write_str("credential store unavailable"),
             Rejection::NoRoute => f.write_str("no route policy matches"),
+            Rejection::RateLimited { limit, retry_after } => {
+                write!(f, "rate limit {limit} spent for {retry_after} s")
+            }
+            Rejection::QuotaExceeded { limit, retry_after } => {
+                write!(f, "quota {limit} spent for {retry_after} s")
+            }
         }
     }
 }
 
 type MessageFn = Arc<dyn Fn(&str) -> String + Send + Sync>;
+type LimitMessageFn = Arc<dyn Fn(&str, u64) -> String + Send + Sync>;
 
 /// The messages of error bodies.
 ///
@@ -263,6 +316,8 @@ pub struct Messages {
     fixed: Vec<(RejectionKind, Arc<str>)>,
     insufficient_scope: Option<MessageFn>,
     entitlement: Option<MessageFn>,
+    rate_limited: Option<LimitMessageFn>,
+    quota_exceeded: Option<LimitMessageFn>,
 }
 
 impl Messages {
@@ -300,6 +355,29 @@ impl Messages {
         self
     }
 
+    /// Renders the `rate_limited` message from the limit's name and the
+    /// seconds to wait.
+    pub fn with_rate_limited(
+        mut self,
+        render: impl Fn(&str, u64) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.fixed.retain(|(k, _)| *k != RejectionKind::RateLimited);
+        self.rate_limited = Some(Arc::new(render));
+        self
+    }
+
+    /// Renders the `quota_exceeded` message from the quota's name and the
+    /// seconds to wait.
+    pub fn with_quota_exceeded(
+        mut self,
+        render: impl Fn(&str, u64) -> String + Send + Sync + 'static,
+    ) -> Self {
+        self.fixed
+            .retain(|(k, _)| *k != RejectionKind::QuotaExceeded);
+        self.quota_exceeded = Some(Arc::new(render));
+        self
+    }
+
     /// The message for `rejection`.
     pub fn message(&self, rejection: &Rejection) -> String {
         let kind = rejection.kind();
@@ -329,7 +407,30 @@ impl Messages {
                 "Authentication is temporarily unavailable. Please retry shortly.".to_owned()
             }
             Rejection::NoRoute => "No route matches this request.".to_owned(),
+            Rejection::RateLimited { limit, retry_after } => match &self.rate_limited {
+                Some(render) => render(limit, *retry_after),
+                None => format!(
+                    "Rate limit exceeded for '{limit}'. Retry after {}.",
+                    seconds(*retry_after)
+                ),
+            },
+            Rejection::QuotaExceeded { limit, retry_after } => match &self.quota_exceeded {
+                Some(render) => render(limit, *retry_after),
+                None => format!(
+                    "Quota exceeded for '{limit}'. Retry after {}.",
+                    seconds(*retry_after)
+                ),
+            },
         }
+    }
+}
+
+/// `1 second`, `3 seconds`.
+fn seconds(n: u64) -> String {
+    if n == 1 {
+        "1 second".to_owned()
+    } else {
+        format!("{n} seconds")
     }
 }
 
@@ -339,6 +440,8 @@ impl fmt::Debug for Messages {
             .field("fixed", &self.fixed)
             .field("insufficient_scope", &self.insufficient_scope.is_some())
             .field("entitlement", &self.entitlement.is_some())
+            .field("rate_limited", &self.rate_limited.is_some())
+            .field("quota_exceeded", &self.quota_exceeded.is_some())
             .finish()
     }
 }
@@ -348,7 +451,9 @@ impl fmt::Debug for Messages {
 ///
 /// Called once per possible rejection when a gate or layer is built (every
 /// rejection a layer can produce is known then), for the HTTP form and for
-/// the gRPC form, never per request. Return `None` to keep the default
+/// the gRPC form, never per request; a 429, whose wait differs, the first
+/// time the gate sends it for a limit and a number of seconds up to a
+/// minute, and each time for longer waits. Return `None` to keep the default
 /// response. `message` is what [`Messages`] says for the rejection. The
 /// [`Rejection`] is added to the response's extensions either way.
 ///
@@ -476,6 +581,8 @@ pub enum ConfigError {
         /// The escaped value.
         value: String,
     },
+    /// A limit name is invalid.
+    Limit(LimitError),
     /// A route requires a scope outside the policy's scope catalog.
     UnknownScope {
         /// The scope.
@@ -489,6 +596,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::Scope(e) => e.fmt(f),
+            ConfigError::Limit(e) => e.fmt(f),
             ConfigError::Route { pattern, reason } => {
                 write!(f, "invalid route \"{pattern}\": {reason}")
             }
@@ -522,8 +630,15 @@ impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ConfigError::Scope(e) => Some(e),
+            ConfigError::Limit(e) => Some(e),
             _ => None,
         }
+    }
+}
+
+impl From<LimitError> for ConfigError {
+    fn from(e: LimitError) -> Self {
+        ConfigError::Limit(e)
     }
 }
 

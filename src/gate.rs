@@ -38,6 +38,7 @@ use crate::cache::{CachedStore, Resolver};
 use crate::error::{ConfigError, Messages, RenderRejection, API_ACCESS};
 use crate::guard::{Check, Core, Guard};
 use crate::layer::{EntitlementLayer, OptionalLayer, PolicyLayer, ScopeLayer};
+use crate::limiter::Limiter;
 use crate::policy::RoutePolicy;
 use crate::render::{FixedResponses, Render};
 use crate::rule::{entitlement_name, Rules};
@@ -175,6 +176,7 @@ pub struct GateBuilder {
     implications: Vec<(String, String)>,
     render: Render,
     scope_headers: bool,
+    rate_limit_headers: bool,
     token_filter: Option<fn(&[u8]) -> bool>,
     usage: Option<Arc<dyn UsageRecorder>>,
     entitlement: Option<String>,
@@ -187,6 +189,7 @@ impl GateBuilder {
             implications: Vec::new(),
             render: Render::default(),
             scope_headers: false,
+            rate_limit_headers: true,
             token_filter: None,
             usage: None,
             entitlement: None,
@@ -278,6 +281,15 @@ impl GateBuilder {
         self
     }
 
+    /// Whether responses counted against a [`Limit`](crate::limit::Limit)
+    /// carry the IETF `RateLimit-Policy` and `RateLimit` headers
+    /// (draft-ietf-httpapi-ratelimit-headers), allowed ones and 429s alike
+    /// (default: yes). A 429 keeps its `Retry-After` either way.
+    pub fn rate_limit_headers(mut self, enabled: bool) -> Self {
+        self.rate_limit_headers = enabled;
+        self
+    }
+
     /// Renders rejections with `renderer` instead of the documented bodies,
     /// wherever it returns `Some`; see [`RenderRejection`].
     pub fn renderer(mut self, renderer: impl RenderRejection) -> Self {
@@ -312,6 +324,7 @@ impl GateBuilder {
             token_filter: self.token_filter,
             usage: self.usage,
             scope_headers: self.scope_headers,
+            limiter: Limiter::new(self.render.clone(), self.rate_limit_headers),
         };
         let entitlement = self.entitlement.map(Arc::from);
         Gate {
@@ -329,6 +342,7 @@ impl fmt::Debug for GateBuilder {
             .field("implications", &self.implications)
             .field("render", &self.render)
             .field("scope_headers", &self.scope_headers)
+            .field("rate_limit_headers", &self.rate_limit_headers)
             .finish_non_exhaustive()
     }
 }

@@ -8,6 +8,7 @@
 //! [`Miss`], with the store lookup already started, for
 //! [`Guard::decide_resolved`] to finish.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -16,9 +17,11 @@ use http::Request;
 use crate::bearer::{self, NoToken};
 use crate::cache::{Cached, Key, Lookup, Resolver};
 use crate::credential::{Credential, PresentedToken, TokenHash};
+use crate::limit::Cost;
+use crate::limiter::Limiter;
 use crate::policy::{CompiledPolicy, Target};
-use crate::render::{ErrorResponse, FixedResponses};
-use crate::rule::{Rule, ScopeHeaders};
+use crate::render::{AddedHeaders, ErrorResponse, FixedResponses};
+use crate::rule::Rule;
 use crate::store::{StoreError, UsageRecorder};
 
 /// One layer's policy, and the state of its gate.
@@ -38,6 +41,20 @@ pub(crate) struct Core {
     pub(crate) fixed: FixedResponses,
     /// Whether to send the GitHub-style scope headers.
     pub(crate) scope_headers: bool,
+    /// The budgets of the credentials' limits.
+    pub(crate) limiter: Limiter,
+}
+
+/// What the layer that admitted a request counted, in its extensions.
+///
+/// Stacked layers count a request once, at the innermost layer's cost: the
+/// innermost knows the route best. An inner layer that refuses the request
+/// gives the units back; one with another cost (or of another gate) gives
+/// them back and counts its own.
+#[derive(Clone)]
+struct Counted {
+    core: Arc<Core>,
+    cost: Cost,
 }
 
 /// What a layer checks.
@@ -62,8 +79,10 @@ pub(crate) enum Decision<'a> {
 
 /// Let the request through, or refuse it.
 pub(crate) enum Verdict<'a> {
-    Allow(Option<Box<ScopeHeaders>>),
-    Deny(&'a ErrorResponse, Option<Box<ScopeHeaders>>),
+    Allow(Option<Box<AddedHeaders>>),
+    /// Refused: a response rendered with the gate, or a 429 made for this
+    /// wait.
+    Deny(Cow<'a, ErrorResponse>, Option<Box<AddedHeaders>>),
 }
 
 /// A request waiting for the store: the lookup, and the rule to check the
@@ -76,6 +95,22 @@ pub(crate) struct Miss {
 impl Guard {
     pub(crate) fn new(core: Arc<Core>, check: Check) -> Arc<Self> {
         Arc::new(Guard { core, check })
+    }
+
+    /// The same guard, its route's cost changed by `price`. A policy's
+    /// routes have their own costs: it is returned as it is.
+    pub(crate) fn priced(self: &Arc<Self>, price: impl FnOnce(&mut Cost)) -> Arc<Guard> {
+        let repriced = |rule: &Rule| {
+            let mut cost = rule.cost().clone();
+            price(&mut cost);
+            Arc::new(rule.with_cost(cost))
+        };
+        let check = match &self.check {
+            Check::Rule(rule) => Check::Rule(repriced(rule)),
+            Check::Optional(rule) => Check::Optional(repriced(rule)),
+            Check::Policy(_) => return Arc::clone(self),
+        };
+        Guard::new(Arc::clone(&self.core), check)
     }
 
     /// What this guard checks, and the refusals every route of its gate can
@@ -100,10 +135,16 @@ impl Guard {
             },
         };
         if let Some(credential) = request.extensions().get::<Arc<Credential>>() {
-            let verdict = self.judge(rule, request, credential);
+            let mut verdict = self.judge(rule, request, credential);
+            if !credential.limits().is_empty() {
+                let credential = Arc::clone(credential);
+                verdict = self.recount(rule, request, &credential, verdict);
+            }
             // The layer that resolved it counted the request allowed.
             #[cfg(feature = "metrics")]
-            if let Verdict::Deny(..) = verdict {
+            if let (Verdict::Deny(..), Some(credential)) =
+                (&verdict, request.extensions().get::<Arc<Credential>>())
+            {
                 crate::metrics::overruled(credential);
             }
             return Decision::Now(verdict);
@@ -181,7 +222,12 @@ impl Guard {
     ) -> Verdict<'a> {
         match resolved {
             Ok(answer) => self.admit(rule, request, answer),
-            Err(_) => self.refuse(request, &self.core.fixed.unavailable, None, None),
+            Err(_) => self.refuse(
+                request,
+                Cow::Borrowed(&self.core.fixed.unavailable),
+                None,
+                None,
+            ),
         }
     }
 
@@ -199,9 +245,21 @@ impl Guard {
         answer: Cached,
     ) -> Verdict<'a> {
         let Cached::Found(credential) = answer else {
-            return self.refuse(request, &self.core.fixed.invalid_token, None, None);
+            return self.refuse(
+                request,
+                Cow::Borrowed(&self.core.fixed.invalid_token),
+                None,
+                None,
+            );
         };
-        let verdict = self.judge(rule, request, &credential);
+        let mut verdict = self.judge(rule, request, &credential);
+        // 6. The limits, once the rule let the request through: a refused
+        // request spends nothing.
+        if !credential.limits().is_empty() {
+            if let Verdict::Allow(headers) = verdict {
+                verdict = self.count(rule, request, &credential, headers);
+            }
+        }
         if let Verdict::Allow(_) = verdict {
             #[cfg(feature = "metrics")]
             crate::metrics::allowed(&credential);
@@ -211,6 +269,67 @@ impl Guard {
             request.extensions_mut().insert(credential);
         }
         verdict
+    }
+
+    /// Counts a request the rule allowed against its credential's limits:
+    /// allowed with the limit headers added, or the 429. What was counted
+    /// goes into the extensions, for an inner layer to give back.
+    fn count<'a, B>(
+        &'a self,
+        rule: &Rule,
+        request: &mut Request<B>,
+        credential: &Credential,
+        mut headers: Option<Box<AddedHeaders>>,
+    ) -> Verdict<'a> {
+        let cost = rule.cost();
+        match self.core.limiter.count(credential, cost) {
+            Ok(limits) => {
+                add_limit_headers(&mut headers, limits);
+                if cost.units > 0 {
+                    request.extensions_mut().insert(Counted {
+                        core: Arc::clone(&self.core),
+                        cost: cost.clone(),
+                    });
+                }
+                Verdict::Allow(headers)
+            }
+            Err((refused, limits)) => {
+                add_limit_headers(&mut headers, limits);
+                self.refuse(request, Cow::Owned(refused), Some(credential), headers)
+            }
+        }
+    }
+
+    /// An inner layer's verdict on a request an outer one admitted (and
+    /// counted): the same count stands if this layer allows the request at
+    /// the same cost; otherwise the outer layer's units go back, and an
+    /// allowed request is counted at this layer's cost.
+    #[cold]
+    #[inline(never)]
+    fn recount<'a, B>(
+        &'a self,
+        rule: &Rule,
+        request: &mut Request<B>,
+        credential: &Credential,
+        verdict: Verdict<'a>,
+    ) -> Verdict<'a> {
+        let counted = request.extensions().get::<Counted>();
+        let allowed = matches!(verdict, Verdict::Allow(_));
+        if allowed
+            && counted.is_some_and(|c| Arc::ptr_eq(&c.core, &self.core) && c.cost == *rule.cost())
+        {
+            return verdict;
+        }
+        if let Some(Counted { core, cost }) = request.extensions_mut().remove::<Counted>() {
+            core.limiter.give_back(credential, &cost);
+        }
+        match verdict {
+            Verdict::Allow(mut headers) => {
+                headers.get_or_insert_with(Box::default).recounted = true;
+                self.count(rule, request, credential, headers)
+            }
+            deny => deny,
+        }
     }
 
     /// Checks `credential` against `rule`.
@@ -227,13 +346,15 @@ impl Guard {
             .then(|| rule.scope_headers(credential));
         match rule.check(credential) {
             Ok(()) => Verdict::Allow(headers),
-            Err(rejection) => self.refuse(request, rejection, Some(credential), headers),
+            Err(rejection) => {
+                self.refuse(request, Cow::Borrowed(rejection), Some(credential), headers)
+            }
         }
     }
 
     /// A refusal decided at once, without a credential.
     fn deny<'a, B>(&'a self, request: &Request<B>, rejection: &'a ErrorResponse) -> Decision<'a> {
-        Decision::Now(self.refuse(request, rejection, None, None))
+        Decision::Now(self.refuse(request, Cow::Borrowed(rejection), None, None))
     }
 
     /// A refusal, reported to `tracing` (with the `tracing` feature): the
@@ -244,9 +365,9 @@ impl Guard {
     fn refuse<'a, B>(
         &'a self,
         request: &Request<B>,
-        rejection: &'a ErrorResponse,
+        rejection: Cow<'a, ErrorResponse>,
         credential: Option<&Credential>,
-        headers: Option<Box<ScopeHeaders>>,
+        headers: Option<Box<AddedHeaders>>,
     ) -> Verdict<'a> {
         #[cfg(feature = "tracing")]
         trace_rejection(request, rejection.rejection(), credential);
@@ -255,6 +376,19 @@ impl Guard {
         #[cfg(not(feature = "tracing"))]
         let _ = (request, credential);
         Verdict::Deny(rejection, headers)
+    }
+}
+
+/// Adds the `RateLimit-Policy` and `RateLimit` values to a response's added
+/// headers.
+fn add_limit_headers(
+    headers: &mut Option<Box<AddedHeaders>>,
+    limits: Option<crate::limiter::LimitHeaders>,
+) {
+    if let Some((policy, left)) = limits {
+        let headers = headers.get_or_insert_with(Box::default);
+        headers.policy = Some(policy);
+        headers.limit = Some(left);
     }
 }
 
@@ -284,6 +418,9 @@ fn trace_rejection<B>(
     let required = match rejection {
         Rejection::InsufficientScope(scope) => Some(scope.as_str()),
         Rejection::MissingEntitlement(entitlement) => Some(&**entitlement),
+        Rejection::RateLimited { limit, .. } | Rejection::QuotaExceeded { limit, .. } => {
+            Some(&**limit)
+        }
         _ => None,
     };
     macro_rules! event {

@@ -38,7 +38,9 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use crate::error::ConfigError;
 use crate::guard::Guard;
+use crate::limit::limit_name;
 use crate::service::Guarded;
 
 /// Requires scopes of the credential; build it with
@@ -119,3 +121,45 @@ macro_rules! guard_layer {
 }
 
 guard_layer!(ScopeLayer, EntitlementLayer, PolicyLayer, OptionalLayer);
+
+/// The layers with one rule say what a request through them costs.
+macro_rules! costed_layer {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// What a request this layer admits costs against the
+            /// credential's [limits](crate::limit) (default 1; 0 counts
+            /// nothing). Stacked layers count a request once, at the
+            /// innermost layer's cost: an `api_access()` around the
+            /// router and a costed `require(..)` on a route count the
+            /// route's cost. A request an inner layer refuses costs
+            /// nothing.
+            #[must_use]
+            pub fn cost(self, units: u32) -> Self {
+                $name::new(self.guard.priced(|cost| cost.units = units))
+            }
+
+            /// Counts requests this layer admits against the named limits
+            /// of the credential only, instead of all of them (a write
+            /// route names `writes` and `requests`, a read route
+            /// `requests`). A name the credential has no limit of counts
+            /// nothing.
+            ///
+            /// # Errors
+            ///
+            /// [`ConfigError::Limit`] for an invalid limit name.
+            pub fn counts_against<I>(self, limits: I) -> Result<Self, ConfigError>
+            where
+                I: IntoIterator,
+                I::Item: AsRef<str>,
+            {
+                let names = limits
+                    .into_iter()
+                    .map(|name| limit_name(name.as_ref()))
+                    .collect::<Result<Arc<[_]>, _>>()?;
+                Ok($name::new(self.guard.priced(|cost| cost.only = Some(names))))
+            }
+        }
+    )*};
+}
+
+costed_layer!(ScopeLayer, EntitlementLayer, OptionalLayer);

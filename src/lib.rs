@@ -145,6 +145,8 @@ pub mod gate;
 mod guard;
 pub mod key;
 pub mod layer;
+pub mod limit;
+mod limiter;
 pub mod metadata;
 #[cfg(feature = "metrics")]
 pub mod metrics;

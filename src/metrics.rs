@@ -4,7 +4,7 @@
 //!
 //! | metric | kind | labels |
 //! |---|---|---|
-//! | `scopegate_decisions_total` | counter | `outcome` (`allowed`, `rejected`), `reason` (`none`, or the error body's `type`: `unauthorized`, `invalid_request`, `invalid_token`, `insufficient_scope`, `forbidden`, `not_found`, `service_unavailable`), `kind` (`api_key`, `oauth`, `none`) |
+//! | `scopegate_decisions_total` | counter | `outcome` (`allowed`, `rejected`), `reason` (`none`, or the error body's `type`: `unauthorized`, `invalid_request`, `invalid_token`, `insufficient_scope`, `forbidden`, `not_found`, `service_unavailable`, `rate_limited`, `quota_exceeded`), `kind` (`api_key`, `oauth`, `none`) |
 //! | `scopegate_cache_hits_total` | counter | `tier` (`front`: the thread's own copy; `moka`), `answer` (`found`, `not_found`) |
 //! | `scopegate_cache_misses_total` | counter | (a store call each) |
 //! | `scopegate_store_errors_total` | counter | (failed or timed out) |
@@ -51,7 +51,7 @@ use crate::error::RejectionKind;
 
 const KINDS: [&str; 3] = ["api_key", "oauth", "none"];
 /// `none` (allowed), then each rejection's `type`.
-const REASONS: [&str; 8] = [
+const REASONS: [&str; 10] = [
     "none",
     "unauthorized",
     "invalid_request",
@@ -60,6 +60,8 @@ const REASONS: [&str; 8] = [
     "forbidden",
     "not_found",
     "service_unavailable",
+    "rate_limited",
+    "quota_exceeded",
 ];
 
 // Where each counter sits in a thread's block.
@@ -169,6 +171,8 @@ fn reason(rejection: RejectionKind) -> usize {
         RejectionKind::Forbidden => 5,
         RejectionKind::NotFound => 6,
         RejectionKind::ServiceUnavailable => 7,
+        RejectionKind::RateLimited => 8,
+        RejectionKind::QuotaExceeded => 9,
     }
 }
 

@@ -264,6 +264,10 @@ fn default_http(rejection: &Rejection, message: &str, render: &Render) -> Render
             let secs = retry.as_secs() + u64::from(retry.subsec_nanos() > 0);
             headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
+        Rejection::RateLimited { retry_after, .. }
+        | Rejection::QuotaExceeded { retry_after, .. } => {
+            headers.insert(RETRY_AFTER, HeaderValue::from((*retry_after).max(1)));
+        }
         Rejection::MissingEntitlement(_) | Rejection::NoRoute => {}
     }
     Rendered {
@@ -291,6 +295,74 @@ fn default_grpc(rejection: &Rejection, message: &str) -> Rendered {
         status: StatusCode::OK,
         headers,
         body: Bytes::new(),
+    }
+}
+
+/// Headers a layer adds to the response of a request it decided, each
+/// unless an inner layer already set it (it knows its route better than an
+/// outer one): the GitHub-style scope headers and the IETF rate-limit ones.
+#[derive(Debug, Default)]
+pub(crate) struct AddedHeaders {
+    /// `X-OAuth-Scopes`: the scopes the credential has.
+    pub(crate) granted: Option<HeaderValue>,
+    /// `X-Accepted-OAuth-Scopes`: the scopes the route accepts.
+    pub(crate) accepted: Option<HeaderValue>,
+    /// `RateLimit-Policy`: the limits counted.
+    pub(crate) policy: Option<HeaderValue>,
+    /// `RateLimit`: what is left of them.
+    pub(crate) limit: Option<HeaderValue>,
+    /// This layer counted a request an outer layer had counted: the outer
+    /// layer's limit headers are out of date.
+    pub(crate) recounted: bool,
+}
+
+/// On a response, in its extensions: an inner layer counted the request
+/// again, so outer layers leave their limit headers off.
+#[derive(Clone, Copy)]
+struct Recounted;
+
+static X_OAUTH_SCOPES: HeaderName = HeaderName::from_static("x-oauth-scopes");
+static X_ACCEPTED_OAUTH_SCOPES: HeaderName = HeaderName::from_static("x-accepted-oauth-scopes");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+impl AddedHeaders {
+    /// Adds each header that is set and not already in `headers`.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        self.apply_to(headers, true);
+    }
+
+    /// Adds the headers to the inner service's response. The limits are left
+    /// off an inner layer's refusal (that layer gave back what was counted)
+    /// and off a response an inner layer counted again.
+    pub(crate) fn apply_to_inner<B>(&self, response: &mut http::Response<B>) {
+        let extensions = response.extensions();
+        let current = self.policy.is_none()
+            || (extensions.get::<Rejection>().is_none() && extensions.get::<Recounted>().is_none());
+        if self.recounted {
+            response.extensions_mut().insert(Recounted);
+        }
+        self.apply_to(response.headers_mut(), current);
+    }
+
+    fn apply_to(&self, headers: &mut HeaderMap, limits: bool) {
+        let limits = if limits {
+            [&self.policy, &self.limit]
+        } else {
+            [&None, &None]
+        };
+        for (name, value) in [
+            (&X_OAUTH_SCOPES, &self.granted),
+            (&X_ACCEPTED_OAUTH_SCOPES, &self.accepted),
+            (&RATELIMIT_POLICY, limits[0]),
+            (&RATELIMIT, limits[1]),
+        ] {
+            if let Some(value) = value {
+                if !headers.contains_key(name) {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+        }
     }
 }
 
@@ -424,6 +496,33 @@ mod tests {
                 r#"{"error":{"type":"service_unavailable","message":"Authentication is temporarily unavailable. Please retry shortly."}}"#,
                 Some(("retry-after", "3")),
             ),
+            (
+                Rejection::RateLimited {
+                    limit: "requests".into(),
+                    retry_after: 3,
+                },
+                429,
+                r#"{"error":{"type":"rate_limited","message":"Rate limit exceeded for 'requests'. Retry after 3 seconds."}}"#,
+                Some(("retry-after", "3")),
+            ),
+            (
+                Rejection::RateLimited {
+                    limit: "writes".into(),
+                    retry_after: 1,
+                },
+                429,
+                r#"{"error":{"type":"rate_limited","message":"Rate limit exceeded for 'writes'. Retry after 1 second."}}"#,
+                Some(("retry-after", "1")),
+            ),
+            (
+                Rejection::QuotaExceeded {
+                    limit: "monthly".into(),
+                    retry_after: 86_400,
+                },
+                429,
+                r#"{"error":{"type":"quota_exceeded","message":"Quota exceeded for 'monthly'. Retry after 86400 seconds."}}"#,
+                Some(("retry-after", "86400")),
+            ),
         ];
         for (rejection, status, body, extra) in cases {
             let got = render(rejection).await;
@@ -487,6 +586,16 @@ mod tests {
             (Rejection::MissingEntitlement(API_ACCESS.into()), "7", "API access is not enabled for this account. Please upgrade your plan."),
             (Rejection::StoreUnavailable, "14", "Authentication is temporarily unavailable. Please retry shortly."),
             (Rejection::NoRoute, "12", "No route matches this request."),
+            (
+                Rejection::RateLimited { limit: "requests".into(), retry_after: 3 },
+                "8",
+                "Rate limit exceeded for 'requests'. Retry after 3 seconds.",
+            ),
+            (
+                Rejection::QuotaExceeded { limit: "monthly".into(), retry_after: 5 },
+                "8",
+                "Quota exceeded for 'monthly'. Retry after 5 seconds.",
+            ),
         ];
         for (rejection, status, message) in cases {
             let response = ErrorResponse::new(rejection.clone(), &Render::default())

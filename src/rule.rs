@@ -10,19 +10,21 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::header::HeaderName;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 
 use crate::credential::Credential;
 use crate::error::{ConfigError, Rejection};
-use crate::render::{ErrorResponse, Render};
+use crate::limit::Cost;
+use crate::render::{AddedHeaders, ErrorResponse, Render};
 use crate::scope::{CompiledRequirement, Implications, Requirement, Scope};
 
 /// What a credential must have: an entitlement, scopes, or both, each with
-/// its rejection rendered in advance.
+/// its rejection rendered in advance; and what a request costs.
+#[derive(Clone)]
 pub(crate) struct Rule {
     entitlement: Option<(Arc<str>, ErrorResponse)>,
-    scopes: Option<ScopeRule>,
+    scopes: Option<Arc<ScopeRule>>,
+    cost: Cost,
 }
 
 struct ScopeRule {
@@ -58,11 +60,26 @@ impl Rule {
     }
 
     /// The GitHub-style headers for `credential` on this rule's route.
-    pub(crate) fn scope_headers(&self, credential: &Credential) -> Box<ScopeHeaders> {
-        Box::new(ScopeHeaders {
-            granted: scope_list(credential.scopes().iter()),
+    pub(crate) fn scope_headers(&self, credential: &Credential) -> Box<AddedHeaders> {
+        Box::new(AddedHeaders {
+            granted: Some(scope_list(credential.scopes().iter())),
             accepted: self.scopes.as_ref().map(|r| r.accepted.clone()),
+            ..AddedHeaders::default()
         })
+    }
+
+    /// What a request on this rule's route costs, and against which limits.
+    #[inline]
+    pub(crate) fn cost(&self) -> &Cost {
+        &self.cost
+    }
+
+    /// The same rule at another cost.
+    pub(crate) fn with_cost(&self, cost: Cost) -> Rule {
+        Rule {
+            cost,
+            ..self.clone()
+        }
     }
 }
 
@@ -155,13 +172,14 @@ impl Rules {
                     || render(Rejection::StoreUnavailable),
                     |(_, response)| response.clone(),
                 );
-                ScopeRule {
+                Arc::new(ScopeRule {
                     denied,
                     fallback,
                     accepted: scope_list(requirement.accepted().iter()),
                     requirement,
-                }
+                })
             }),
+            cost: Cost::default(),
         }
     }
 }
@@ -172,31 +190,6 @@ pub(crate) fn entitlement_name(name: &str) -> Result<Arc<str>, ConfigError> {
         return Err(ConfigError::Entitlement(name.escape_debug().to_string()));
     }
     Ok(name.into())
-}
-
-/// GitHub-style scope headers for one response, when the gate enables them.
-#[derive(Debug)]
-pub(crate) struct ScopeHeaders {
-    granted: HeaderValue,
-    accepted: Option<HeaderValue>,
-}
-
-static X_OAUTH_SCOPES: HeaderName = HeaderName::from_static("x-oauth-scopes");
-static X_ACCEPTED_OAUTH_SCOPES: HeaderName = HeaderName::from_static("x-accepted-oauth-scopes");
-
-impl ScopeHeaders {
-    /// Adds the headers unless an inner layer already did (it knows the
-    /// route's scopes better than an outer entitlement layer).
-    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
-        if !headers.contains_key(&X_OAUTH_SCOPES) {
-            headers.insert(X_OAUTH_SCOPES.clone(), self.granted.clone());
-        }
-        if let Some(accepted) = &self.accepted {
-            if !headers.contains_key(&X_ACCEPTED_OAUTH_SCOPES) {
-                headers.insert(X_ACCEPTED_OAUTH_SCOPES.clone(), accepted.clone());
-            }
-        }
-    }
 }
 
 /// `a, b, c`, as GitHub writes scope lists.
@@ -214,6 +207,7 @@ impl fmt::Debug for Rule {
                 &self.entitlement.as_ref().map(|(name, _)| name),
             )
             .field("requirement", &self.scopes.as_ref().map(|r| &r.requirement))
+            .field("cost", &self.cost)
             .finish()
     }
 }

@@ -32,6 +32,7 @@
 //! # }
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::mem;
@@ -46,8 +47,8 @@ use tower_service::Service;
 use crate::body::ResponseBody;
 use crate::cache::Lookup;
 use crate::guard::{Decision, Guard, Miss, Verdict};
-use crate::render::{is_grpc, ErrorResponse};
-use crate::rule::{Rule, ScopeHeaders};
+use crate::render::{is_grpc, AddedHeaders, ErrorResponse};
+use crate::rule::Rule;
 
 /// A service behind a [`ScopeLayer`](crate::layer::ScopeLayer), an
 /// [`EntitlementLayer`](crate::layer::EntitlementLayer) or a
@@ -165,8 +166,8 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Inner { #[pin] future: S::Future, headers: Option<Box<ScopeHeaders>> },
-        Rejected { rejection: ErrorResponse, grpc: bool, headers: Option<Box<ScopeHeaders>> },
+        Inner { #[pin] future: S::Future, headers: Option<Box<AddedHeaders>> },
+        Rejected { rejection: ErrorResponse, grpc: bool, headers: Option<Box<AddedHeaders>> },
         // Boxed: a request and a service would make every response future
         // (moved on each call, hits included) several hundred bytes larger,
         // for the miss path's sake.
@@ -192,12 +193,12 @@ where
 
     /// A refusal of `request`, in its protocol (HTTP or gRPC).
     fn rejected(
-        rejection: &ErrorResponse,
+        rejection: Cow<'_, ErrorResponse>,
         request: &Request<ReqBody>,
-        headers: Option<Box<ScopeHeaders>>,
+        headers: Option<Box<AddedHeaders>>,
     ) -> Self {
         State::Rejected {
-            rejection: rejection.clone(),
+            rejection: rejection.into_owned(),
             grpc: is_grpc(request.headers()),
             headers,
         }
@@ -216,7 +217,7 @@ where
                 StateProj::Inner { future, headers } => {
                     return future.poll(cx).map_ok(|mut response| {
                         if let Some(headers) = headers {
-                            headers.apply(response.headers_mut());
+                            headers.apply_to_inner(&mut response);
                         }
                         response.map(ResponseBody::new)
                     });

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::{CredentialStore, StoreError};
 use crate::credential::{Credential, CredentialKind, PresentedToken, TokenHash};
+use crate::limit::Limit;
 use crate::scope::{ScopeError, ScopeSet};
 
 /// An in-process credential store keyed by token hash.
@@ -125,6 +126,25 @@ impl MemoryStore {
                 *credential = credential
                     .clone()
                     .with_entitlements(entitlements.iter().cloned());
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// Replaces the limits of every credential of `account_id` (a plan
+    /// change), returning how many credentials changed. Running gates see
+    /// the new limits once the cache forgets the old credentials
+    /// ([`CachedStore::invalidate_account`](crate::CachedStore::invalidate_account)).
+    pub fn set_account_limits<I>(&self, account_id: &str, limits: I) -> usize
+    where
+        I: IntoIterator<Item = Limit>,
+    {
+        let limits: Vec<Limit> = limits.into_iter().collect();
+        let mut changed = 0;
+        for credential in self.write().values_mut() {
+            if credential.account_id() == account_id {
+                *credential = credential.clone().with_limits(limits.iter().cloned());
                 changed += 1;
             }
         }
