@@ -24,7 +24,9 @@ use gungraun::{
 use http::StatusCode;
 use scopegate::credential::PresentedToken;
 use scopegate::{CachedStore, Gate, MemoryStore};
-use support::{bare, bearer, call, credential, request, runtime, warm, Req, SCOPES, TOKEN};
+use support::{
+    bare, bearer, call, credential, request, runtime, warm, with_limit, Req, LIMITED, SCOPES, TOKEN,
+};
 use tower::util::BoxService;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -38,18 +40,22 @@ struct Fixture {
     request: Option<Req>,
 }
 
-/// The gate over a warm cache: the full key, a read-only key, and an
-/// unknown token's "not found".
+/// The gate over a warm cache: the full key, the same with a rate limit, a
+/// read-only key, and an unknown token's "not found".
 fn gate() -> (tokio::runtime::Runtime, Gate, CachedStore<MemoryStore>) {
     let rt = runtime();
     let keys = MemoryStore::new();
     keys.insert_token(TOKEN, credential("key_all", &SCOPES, true));
     keys.insert_token(READ_ONLY, credential("key_read", &["contacts:read"], true));
+    keys.insert_token(
+        LIMITED,
+        with_limit(credential("key_limited", &SCOPES, true)),
+    );
     let cache = CachedStore::new(keys);
     // On another thread: moka holds the answers, this thread's front none.
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            warm(&rt, &cache, &[TOKEN, READ_ONLY]);
+            warm(&rt, &cache, &[TOKEN, READ_ONLY, LIMITED]);
             // Twice: a token's second "not found" is the one cached.
             for _ in 0..2 {
                 rt.block_on(cache.resolve(&PresentedToken::new(UNKNOWN)))
@@ -106,6 +112,12 @@ fn bare_service() -> Fixture {
 fn stacked_hit() -> Fixture {
     let (rt, gate, _) = gate();
     fixture(rt, stacked(&gate, "contacts:read"), Some(TOKEN))
+}
+
+/// The same hit, counted against one rate limit.
+fn stacked_hit_one_limit() -> Fixture {
+    let (rt, gate, _) = gate();
+    fixture(rt, stacked(&gate, "contacts:read"), Some(LIMITED))
 }
 
 /// A hit this thread's front does not hold: moka answers. This thread's
@@ -171,6 +183,7 @@ fn forbidden_scope() -> Fixture {
 #[library_benchmark]
 #[bench::bare(setup = bare_service)]
 #[bench::stacked_hit(setup = stacked_hit)]
+#[bench::stacked_hit_one_limit(setup = stacked_hit_one_limit)]
 #[bench::front_miss_moka_hit(setup = front_miss)]
 #[bench::reject_401_unknown(setup = unknown_token)]
 #[bench::reject_401_malformed_filtered(setup = malformed_filtered)]

@@ -20,7 +20,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use scopegate::credential::{PresentedToken, TokenHash};
 use scopegate::{CachedStore, Credential, Gate, MemoryStore};
 use sha2::{Digest, Sha256};
-use support::{bare, bearer, call, credential, request, runtime, warm, SCOPES, TOKEN};
+use support::{
+    bare, bearer, call, credential, request, runtime, warm, with_limit, LIMITED, SCOPES, TOKEN,
+};
 use tower::{Layer, ServiceBuilder};
 
 const READ_ONLY: &str = "ohk_bench_readonly_23456789abcdef0123456789";
@@ -35,14 +37,19 @@ fn hot_path(c: &mut Criterion) {
     keys.insert_token(TOKEN, credential("key_all", &SCOPES, true));
     keys.insert_token(READ_ONLY, credential("key_read", &["contacts:read"], true));
     keys.insert_token(FREE_PLAN, credential("key_free", &SCOPES, false));
+    keys.insert_token(
+        LIMITED,
+        with_limit(credential("key_limited", &SCOPES, true)),
+    );
     let cache = CachedStore::new(keys.clone());
-    warm(&rt, &cache, &[TOKEN, READ_ONLY, FREE_PLAN]);
+    warm(&rt, &cache, &[TOKEN, READ_ONLY, FREE_PLAN, LIMITED]);
     let gate = Gate::new(cache.clone());
-    let (all, read_only, free, unknown) = (
+    let (all, read_only, free, unknown, limited) = (
         bearer(TOKEN),
         bearer(READ_ONLY),
         bearer(FREE_PLAN),
         bearer(UNKNOWN),
+        bearer(LIMITED),
     );
 
     let mut g = c.benchmark_group("hot_path");
@@ -80,6 +87,12 @@ fn hot_path(c: &mut Criterion) {
         Some(&all)
     );
     serve!("stacked_hit", stacked("contacts:read"), Some(&all));
+    // The same, counted against one rate limit no request reaches.
+    serve!(
+        "stacked_hit_one_limit",
+        stacked("contacts:read"),
+        Some(&limited)
+    );
 
     // A route policy table in place of the two layers: matching must not
     // grow with the table. The requested route is the table's last.

@@ -11,6 +11,7 @@
 //! 10 000 requests and for none, divided by 10 000, is the variant's
 //! instructions per request. `benches/instructions.sh`
 //! does that for every variant. Variants: `bare`, `stacked_hit`,
+//! `stacked_hit_one_limit`, `stacked_hit_one_limit_no_headers`,
 //! `reject_401_missing`, `reject_401_unknown`, `reject_403_scope`.
 
 mod support;
@@ -19,7 +20,9 @@ use std::hint::black_box;
 
 use http::HeaderValue;
 use scopegate::{CachedStore, Gate, MemoryStore};
-use support::{bare, bearer, call, credential, request, runtime, warm, Req, SCOPES, TOKEN};
+use support::{
+    bare, bearer, call, credential, request, runtime, warm, with_limit, Req, LIMITED, SCOPES, TOKEN,
+};
 use tower::{Service, ServiceBuilder};
 
 const READ_ONLY: &str = "ohk_bench_readonly_23456789abcdef0123456789";
@@ -43,16 +46,25 @@ fn main() {
     let keys = MemoryStore::new();
     keys.insert_token(TOKEN, credential("key_all", &SCOPES, true));
     keys.insert_token(READ_ONLY, credential("key_read", &["contacts:read"], true));
+    keys.insert_token(
+        LIMITED,
+        with_limit(credential("key_limited", &SCOPES, true)),
+    );
     let cache = CachedStore::new(keys);
-    warm(&rt, &cache, &[TOKEN, READ_ONLY]);
-    let gate = Gate::new(cache);
+    warm(&rt, &cache, &[TOKEN, READ_ONLY, LIMITED]);
+    let gate = Gate::new(cache.clone());
     let stacked = |scope: &str| {
         ServiceBuilder::new()
             .layer(gate.api_access())
             .layer(gate.require_scope(scope).expect("scope"))
             .service(bare())
     };
-    let (all, read_only, unknown) = (bearer(TOKEN), bearer(READ_ONLY), bearer(UNKNOWN));
+    let (all, read_only, unknown, limited) = (
+        bearer(TOKEN),
+        bearer(READ_ONLY),
+        bearer(UNKNOWN),
+        bearer(LIMITED),
+    );
     match variant {
         "bare" => run(&rt, bare(), Some(&all), n),
         "peer_minimal_handwritten" => {
@@ -61,6 +73,18 @@ fn main() {
             run(&rt, minimal, Some(&all), n)
         }
         "stacked_hit" => run(&rt, stacked("contacts:read"), Some(&all), n),
+        "stacked_hit_one_limit" => run(&rt, stacked("contacts:read"), Some(&limited), n),
+        "stacked_hit_one_limit_no_headers" => {
+            let quiet = Gate::builder(cache.clone())
+                .rate_limit_headers(false)
+                .build()
+                .expect("gate");
+            let service = ServiceBuilder::new()
+                .layer(quiet.api_access())
+                .layer(quiet.require_scope("contacts:read").expect("scope"))
+                .service(bare());
+            run(&rt, service, Some(&limited), n)
+        }
         "reject_401_missing" => run(&rt, stacked("contacts:read"), None, n),
         "reject_401_unknown" => run(&rt, stacked("contacts:read"), Some(&unknown), n),
         "reject_403_scope" => run(&rt, stacked("contacts:write"), Some(&read_only), n),

@@ -10,17 +10,26 @@
 //! cargo run --features postgres --example keys -- revoke key_3f6c0a8e5d1b47c2
 //! cargo run --features postgres --example keys -- define-plan pro --entitlements api-access
 //! cargo run --features postgres --example keys -- set-plan ws_acme pro
+//! cargo run --features postgres --example keys -- set-limits pro --limit requests=100/1m,burst=20 --limit monthly=100000/month,per=account
+//! cargo run --features postgres --example keys -- limits pro
 //! ```
 //!
+//! A limit is `NAME=COUNT/PERIOD`, the period `500ms`, `10s`, `1m`, `1h`,
+//! `1d` or `month` (a quota per calendar month), then `,burst=N` (a rate's
+//! burst, COUNT if not given) and `,per=account` (one budget for the
+//! workspace; each key has its own otherwise).
+//!
 //! The token is printed once, by `create`, and never again: only its SHA-256
-//! is stored. A revocation, a scope change or a plan change reaches running
+//! is stored. A revocation, a scope change or a plan change (its
+//! entitlements, its limits) reaches running
 //! instances through the database's notifications (their invalidation
 //! listeners), within their push bound.
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
+use scopegate::limit::{Limit, LimitKind, Per};
 use scopegate::store::postgres::{ApiKeyRecord, PgCredentialStore};
 
 #[derive(Parser)]
@@ -69,6 +78,69 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "")]
         entitlements: Vec<String>,
     },
+    /// Replaces a plan's limits (none if no `--limit`).
+    SetLimits {
+        plan: String,
+        /// `NAME=COUNT/PERIOD[,burst=N][,per=account]`; repeat for more.
+        #[arg(long = "limit", value_parser = parse_limit)]
+        limits: Vec<Limit>,
+    },
+    /// Prints a plan's limits, as `RateLimit-Policy` names them.
+    Limits { plan: String },
+}
+
+/// `NAME=COUNT/PERIOD[,burst=N][,per=account]`.
+fn parse_limit(spec: &str) -> Result<Limit, String> {
+    let mut parts = spec.split(',');
+    let head = parts.next().unwrap_or_default();
+    let (name, rate) = head
+        .split_once('=')
+        .ok_or_else(|| format!("{head:?}: want NAME=COUNT/PERIOD"))?;
+    let (count, period) = rate
+        .split_once('/')
+        .ok_or_else(|| format!("{rate:?}: want COUNT/PERIOD"))?;
+    let count: u64 = count
+        .parse()
+        .map_err(|_| format!("{count:?} is not a count"))?;
+    let mut limit = if period == "month" {
+        Limit::monthly(name, count)
+    } else {
+        let count = u32::try_from(count).map_err(|_| format!("{count} is too large for a rate"))?;
+        Limit::rate(name, count, parse_period(period)?)
+    }
+    .map_err(|e| e.to_string())?;
+    for option in parts {
+        limit = match option.split_once('=') {
+            Some(("burst", n)) => {
+                let n = n.parse().map_err(|_| format!("{n:?} is not a burst"))?;
+                limit.with_burst(n).map_err(|e| e.to_string())?
+            }
+            Some(("per", "account")) => limit.per_account(),
+            Some(("per", "key")) => limit.counted_per(Per::Key),
+            _ => return Err(format!("{option:?}: want burst=N or per=account|key")),
+        };
+    }
+    Ok(limit)
+}
+
+/// `500ms`, `10s`, `1m`, `1h`, `1d`.
+fn parse_period(period: &str) -> Result<Duration, String> {
+    let split = period
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(period.len());
+    let (n, unit) = period.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{period:?}: want a number and ms, s, m, h or d"))?;
+    let unit_ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{period:?}: the unit is ms, s, m, h, d, or month")),
+    };
+    Ok(Duration::from_millis(n.saturating_mul(unit_ms)))
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -163,8 +235,43 @@ async fn run(command: Command) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             println!("{plan}: {}", entitlements.join(", "));
         }
+        Command::SetLimits { plan, limits } => {
+            store
+                .set_plan_limits(&plan, &limits)
+                .await
+                .map_err(|e| e.to_string())?;
+            // What is stored now, as `limits` prints it (by name).
+            let stored = store.plan_limits(&plan).await.map_err(|e| e.to_string())?;
+            print_limits(&plan, &stored);
+        }
+        Command::Limits { plan } => {
+            let limits = store.plan_limits(&plan).await.map_err(|e| e.to_string())?;
+            print_limits(&plan, &limits);
+        }
     }
     Ok(())
+}
+
+fn print_limits(plan: &str, limits: &[Limit]) {
+    let items: Vec<String> = limits
+        .iter()
+        .map(|l| {
+            let per = match l.per() {
+                Per::Key => "per key",
+                Per::Account => "per account",
+            };
+            let burst = match l.kind() {
+                LimitKind::Rate { count, burst, .. } if burst != count => format!(" burst {burst}"),
+                _ => String::new(),
+            };
+            format!("{}{burst} {per}", l.policy_item())
+        })
+        .collect();
+    if items.is_empty() {
+        println!("{plan}: no limits");
+    } else {
+        println!("{plan}: {}", items.join("; "));
+    }
 }
 
 fn print_key(key: &ApiKeyRecord) {

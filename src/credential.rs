@@ -251,8 +251,9 @@ pub struct Credential {
     scopes: ScopeSet,
     /// Shared by every credential of the same plan (see [`Plans`]).
     entitlements: Entitlements,
-    /// The plan's and the key's limits, by name; no two share one.
-    limits: Arc<[Limit]>,
+    /// The plan's and the key's limits, by name; `None` for none, so that a
+    /// credential without limits allocates nothing for them.
+    limits: Option<Arc<[Limit]>>,
     expires_at: Option<SystemTime>,
     max_cache_age: Option<Duration>,
 }
@@ -266,7 +267,7 @@ impl Credential {
             kind,
             scopes: ScopeSet::new(),
             entitlements: Plans::shared(Vec::new()),
-            limits: Arc::new([]),
+            limits: None,
             expires_at: None,
             max_cache_age: None,
         }
@@ -307,7 +308,7 @@ impl Credential {
             list.retain(|l| l.name() != limit.name());
             list.push(limit);
         }
-        self.limits = list.into();
+        self.limits = (!list.is_empty()).then(|| list.into());
         self
     }
 
@@ -359,8 +360,9 @@ impl Credential {
     }
 
     /// The limits the credential is counted against.
+    #[inline]
     pub fn limits(&self) -> &[Limit] {
-        &self.limits
+        self.limits.as_deref().unwrap_or_default()
     }
 
     /// What a limit counted `per` is counted under: this key's id, or its

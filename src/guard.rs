@@ -47,13 +47,16 @@ pub(crate) struct Core {
 
 /// What the layer that admitted a request counted, in its extensions.
 ///
-/// Stacked layers count a request once, at the innermost layer's cost: the
-/// innermost knows the route best. An inner layer that refuses the request
-/// gives the units back; one with another cost (or of another gate) gives
-/// them back and counts its own.
+/// Stacked layers of one gate count a request once, at the innermost
+/// layer's cost: the innermost knows the route best. An inner layer that
+/// refuses the request gives the units back; one with another cost gives
+/// them back and counts its own. Layers of another gate keep budgets of
+/// their own and count separately.
 #[derive(Clone)]
 struct Counted {
-    core: Arc<Core>,
+    /// The gate's address: an identity, never dereferenced (an `Arc` here
+    /// would be a reference count every request of the gate shares).
+    gate: usize,
     cost: Cost,
 }
 
@@ -287,7 +290,7 @@ impl Guard {
                 add_limit_headers(&mut headers, limits);
                 if cost.units > 0 {
                     request.extensions_mut().insert(Counted {
-                        core: Arc::clone(&self.core),
+                        gate: self.gate(),
                         cost: cost.clone(),
                     });
                 }
@@ -303,7 +306,8 @@ impl Guard {
     /// An inner layer's verdict on a request an outer one admitted (and
     /// counted): the same count stands if this layer allows the request at
     /// the same cost; otherwise the outer layer's units go back, and an
-    /// allowed request is counted at this layer's cost.
+    /// allowed request is counted at this layer's cost. What another gate
+    /// counted is that gate's.
     #[cold]
     #[inline(never)]
     fn recount<'a, B>(
@@ -313,15 +317,17 @@ impl Guard {
         credential: &Credential,
         verdict: Verdict<'a>,
     ) -> Verdict<'a> {
-        let counted = request.extensions().get::<Counted>();
-        let allowed = matches!(verdict, Verdict::Allow(_));
-        if allowed
-            && counted.is_some_and(|c| Arc::ptr_eq(&c.core, &self.core) && c.cost == *rule.cost())
-        {
-            return verdict;
-        }
-        if let Some(Counted { core, cost }) = request.extensions_mut().remove::<Counted>() {
-            core.limiter.give_back(credential, &cost);
+        let ours = request
+            .extensions()
+            .get::<Counted>()
+            .filter(|counted| counted.gate == self.gate());
+        if let Some(counted) = ours {
+            if matches!(verdict, Verdict::Allow(_)) && counted.cost == *rule.cost() {
+                return verdict;
+            }
+            if let Some(Counted { cost, .. }) = request.extensions_mut().remove::<Counted>() {
+                self.core.limiter.give_back(credential, &cost);
+            }
         }
         match verdict {
             Verdict::Allow(mut headers) => {
@@ -330,6 +336,11 @@ impl Guard {
             }
             deny => deny,
         }
+    }
+
+    /// This guard's gate, as an identity.
+    fn gate(&self) -> usize {
+        Arc::as_ptr(&self.core) as usize
     }
 
     /// Checks `credential` against `rule`.

@@ -19,14 +19,14 @@
 //! is the time one unit takes to come back and `τ = burst·T`; it then moves
 //! `tat` to the left side's sum. Giving back moves `tat` back by `n·T`.
 
-use std::cell::Cell;
-use std::collections::HashMap;
+use std::cell::{Cell, OnceCell};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -52,8 +52,9 @@ pub(crate) struct Limiter {
     states: ArcSwap<Table>,
     /// Held by whoever adds a state, so that two never race to.
     adding: Mutex<()>,
-    /// Rates count nanoseconds from here.
-    origin: Instant,
+    /// Rates count nanoseconds from here, on quanta's clock (the TSC where
+    /// it is reliable: a few instructions, no system call).
+    origin: quanta::Instant,
 }
 
 /// Limits hash to the digest they carry: hashing it again would be waste.
@@ -92,7 +93,9 @@ const SWEEP_EVERY: u32 = 1 << 16;
 /// One limit's budgets, by key or account.
 struct State {
     limit: Limit,
-    /// This limit's `RateLimit-Policy` item, as a header value.
+    /// This limit's `RateLimit-Policy` item, as a header value of a
+    /// `'static` string ([`interned`]): cloned per response without
+    /// touching a reference count that every request would share.
     policy: HeaderValue,
     counter: Counter,
     /// The 429 for a wait of `i + 1` seconds, rendered when first sent.
@@ -132,7 +135,7 @@ impl Limiter {
             headers,
             states: ArcSwap::default(),
             adding: Mutex::new(()),
-            origin: Instant::now(),
+            origin: quanta::Instant::now(),
         }
     }
 
@@ -149,25 +152,26 @@ impl Limiter {
         };
         let table = self.states.load();
         let now = self.now();
-        let mut counted: Vec<(&State, Outcome)> = Vec::new();
-        for limit in credential.limits().iter().filter(|l| cost.counts(l)) {
+        let mut headers = self.headers.then(HeaderWriter::default);
+        let counted = credential.limits().iter().filter(|l| cost.counts(l));
+        for (done, limit) in counted.clone().enumerate() {
             let Some(state) = table.get(limit) else {
-                for (done, _) in &counted {
-                    done.give_back(credential, units, now);
-                }
+                give_back_first(&table, credential, counted, done, units, &now);
                 return self.count_with_new(credential, cost);
             };
-            match state.count(credential.subject(limit.per()), units, now) {
+            match state.count(credential.subject(limit.per()), units, &now) {
                 Outcome::Spent(wait) => {
-                    for (done, _) in &counted {
-                        done.give_back(credential, units, now);
-                    }
+                    give_back_first(&table, credential, counted, done, units, &now);
                     return Err(self.refused(state, wait));
                 }
-                within => counted.push((state, within)),
+                Outcome::Within { remaining, reset } => {
+                    if let Some(headers) = &mut headers {
+                        headers.add(state, remaining, reset);
+                    }
+                }
             }
         }
-        Ok(self.headers(&counted))
+        Ok(headers.and_then(HeaderWriter::finish))
     }
 
     /// Gives back what [`count`](Self::count) counted for a request of
@@ -177,19 +181,16 @@ impl Limiter {
             return;
         };
         let table = self.states.load();
-        let now = self.now();
-        for limit in credential.limits().iter().filter(|l| cost.counts(l)) {
-            if let Some(state) = table.get(limit) {
-                state.give_back(credential, units, now);
-            }
-        }
+        let counted = credential.limits().iter().filter(|l| cost.counts(l));
+        give_back_first(&table, credential, counted, usize::MAX, units, &self.now());
     }
 
     fn now(&self) -> Now {
+        let elapsed = quanta::Instant::now().saturating_duration_since(self.origin);
         Now {
             // Past 584 years of uptime, the nanoseconds saturate.
-            nanos: u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            wall: SystemTime::now(),
+            nanos: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            wall: OnceCell::new(),
         }
     }
 
@@ -251,43 +252,93 @@ impl Limiter {
             None => render(),
         };
         let headers = self.headers.then(|| {
-            let left = format!("\"{}\";r=0;t={wait}", state.limit.name());
-            (state.policy.clone(), header(left))
+            let mut left = HeaderWriter::default();
+            left.add(state, 0, wait);
+            (state.policy.clone(), header(left.left))
         });
         (response, headers)
     }
+}
 
-    /// `RateLimit-Policy` and `RateLimit` for what was counted.
-    fn headers(&self, counted: &[(&State, Outcome)]) -> Option<LimitHeaders> {
-        if !self.headers || counted.is_empty() {
-            return None;
+/// Gives back `units` to the first `n` of `limits` (all of them if fewer).
+fn give_back_first<'a>(
+    table: &Table,
+    credential: &Credential,
+    limits: impl Iterator<Item = &'a Limit>,
+    n: usize,
+    units: NonZeroU32,
+    now: &Now,
+) {
+    for limit in limits.take(n) {
+        if let Some(state) = table.get(limit) {
+            state.give_back(credential, units, now);
         }
-        let policy = match counted {
-            [(state, _)] => state.policy.clone(),
-            _ => {
-                let items: Vec<_> = counted.iter().map(|(s, _)| s.limit.policy_item()).collect();
-                header(items.join(", "))
-            }
-        };
-        let mut left = String::new();
-        for (state, outcome) in counted {
-            if let Outcome::Within { remaining, reset } = outcome {
-                if !left.is_empty() {
-                    left.push_str(", ");
-                }
-                use fmt::Write;
-                let _ = write!(left, "\"{}\";r={remaining};t={reset}", state.limit.name());
-            }
-        }
-        Some((policy, header(left)))
     }
 }
 
-/// A header value of a string built from limit names (checked to be
-/// `a-z0-9_-.`) and numbers: always valid.
-fn header(value: String) -> HeaderValue {
-    HeaderValue::from_maybe_shared(Bytes::from(value))
-        .unwrap_or_else(|_| HeaderValue::from_static(""))
+/// `RateLimit-Policy` and `RateLimit` for what was counted, written as it
+/// is counted: bytes and `itoa`, no formatting machinery on the hot path.
+#[derive(Default)]
+struct HeaderWriter {
+    /// The first limit's prerendered policy; a second one joins it into
+    /// `policies`.
+    policy: Option<HeaderValue>,
+    policies: Vec<u8>,
+    left: Vec<u8>,
+}
+
+impl HeaderWriter {
+    fn add(&mut self, state: &State, remaining: u64, reset: u64) {
+        match &self.policy {
+            None => self.policy = Some(state.policy.clone()),
+            Some(first) => {
+                if self.policies.is_empty() {
+                    self.policies.extend_from_slice(first.as_bytes());
+                }
+                self.policies.extend_from_slice(b", ");
+                self.policies.extend_from_slice(state.policy.as_bytes());
+            }
+        }
+        let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (r, t) = (r.format(remaining).as_bytes(), t.format(reset).as_bytes());
+        let name = state.limit.name().as_bytes();
+        let comma: &[u8] = if self.left.is_empty() { b"" } else { b", " };
+        // Exactly: a one-limit value then becomes its `Bytes` without a copy.
+        self.left
+            .reserve_exact(comma.len() + name.len() + r.len() + t.len() + 9);
+        for part in [comma, b"\"", name, b"\";r=", r, b";t=", t] {
+            self.left.extend_from_slice(part);
+        }
+    }
+
+    fn finish(self) -> Option<LimitHeaders> {
+        let policy = if self.policies.is_empty() {
+            self.policy?
+        } else {
+            header(self.policies)
+        };
+        Some((policy, header(self.left)))
+    }
+}
+
+/// `item` as a `'static` string, the same for every state of the same
+/// policy. Leaked once per distinct policy the process meets (a few dozen
+/// bytes each): a process meets few, even as plans change.
+fn interned(item: String) -> &'static str {
+    static POLICIES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut policies = POLICIES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = policies.get(item.as_str()) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(item.into_boxed_str());
+    policies.insert(leaked);
+    leaked
+}
+
+/// A header value built from limit names (checked to be `a-z0-9_-.`) and
+/// numbers: always valid.
+fn header(value: impl Into<Bytes>) -> HeaderValue {
+    HeaderValue::from_maybe_shared(value.into()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Whole seconds, rounded up.
@@ -296,11 +347,16 @@ fn ceil_secs(duration: Duration) -> u64 {
 }
 
 /// The time of a check: the limiter's clock for rates, the calendar's for
-/// quotas.
-#[derive(Clone, Copy)]
+/// quotas (read only if a quota is counted).
 struct Now {
     nanos: u64,
-    wall: SystemTime,
+    wall: OnceCell<SystemTime>,
+}
+
+impl Now {
+    fn wall(&self) -> SystemTime {
+        *self.wall.get_or_init(SystemTime::now)
+    }
 }
 
 impl State {
@@ -328,7 +384,7 @@ impl State {
             },
         };
         State {
-            policy: header(limit.policy_item()),
+            policy: HeaderValue::from_static(interned(limit.policy_item())),
             limit,
             counter,
             refusals: std::array::from_fn(|_| OnceLock::new()),
@@ -336,7 +392,7 @@ impl State {
     }
 
     /// Counts `units` for `subject`.
-    fn count(&self, subject: &str, units: NonZeroU32, now: Now) -> Outcome {
+    fn count(&self, subject: &str, units: NonZeroU32, now: &Now) -> Outcome {
         self.sweep_now_and_then(now);
         let units = u64::from(units.get());
         match &self.counter {
@@ -381,9 +437,9 @@ impl State {
                 }
             }
             Counter::Monthly { count, used } => {
-                let (month, next) = month_of(now.wall);
+                let (month, next) = month_of(now.wall());
                 let wait = || {
-                    next.duration_since(now.wall)
+                    next.duration_since(now.wall())
                         .map_or(1, |left| ceil_secs(left).max(1))
                 };
                 let mut cell = match used.get_mut(subject) {
@@ -408,7 +464,7 @@ impl State {
     }
 
     /// Gives back `units` counted for `credential`.
-    fn give_back(&self, credential: &Credential, units: NonZeroU32, now: Now) {
+    fn give_back(&self, credential: &Credential, units: NonZeroU32, now: &Now) {
         let subject = credential.subject(self.limit.per());
         let units = u64::from(units.get());
         match &self.counter {
@@ -422,7 +478,7 @@ impl State {
                 }
             }
             Counter::Monthly { used, .. } => {
-                let (month, _) = month_of(now.wall);
+                let (month, _) = month_of(now.wall());
                 if let Some(mut cell) = used.get_mut(subject) {
                     if cell.0 == month {
                         cell.1 = cell.1.saturating_sub(units);
@@ -435,7 +491,7 @@ impl State {
     /// Every [`SWEEP_EVERY`] checks on a thread, forgets this state's keys
     /// that are back to a full budget (or in a past month): they hold no
     /// information.
-    fn sweep_now_and_then(&self, now: Now) {
+    fn sweep_now_and_then(&self, now: &Now) {
         thread_local! {
             static CHECKS: Cell<u32> = const { Cell::new(0) };
         }
@@ -451,7 +507,7 @@ impl State {
                     tat.shrink_to_fit();
                 }
                 Counter::Monthly { used, .. } => {
-                    let (month, _) = month_of(now.wall);
+                    let (month, _) = month_of(now.wall());
                     used.retain(|_, cell| cell.0 == month);
                     used.shrink_to_fit();
                 }

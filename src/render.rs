@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{Entry, HeaderName, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
@@ -358,8 +358,8 @@ impl AddedHeaders {
             (&RATELIMIT, limits[1]),
         ] {
             if let Some(value) = value {
-                if !headers.contains_key(name) {
-                    headers.insert(name.clone(), value.clone());
+                if let Entry::Vacant(entry) = headers.entry(name) {
+                    entry.insert(value.clone());
                 }
             }
         }

@@ -102,6 +102,54 @@ async fn a_missing_scope_is_403_insufficient_scope_naming_it() {
 }
 
 #[tokio::test]
+async fn the_tiny_plan_is_429_after_five_requests_a_minute() {
+    let server = example().await;
+    const TINY: &str = "ohk_demo_tiny_limits";
+    const POLICY: &str = r#""requests";q=5;w=60"#;
+    // Any route, any method: one budget per key.
+    let calls = [
+        (Method::GET, "/api/v1/contacts"),
+        (Method::GET, "/api/v1/guides"),
+        (Method::POST, "/api/v1/contacts"),
+        (Method::GET, "/api/v1/webhooks"),
+        (Method::GET, "/api/v1/organisations"),
+    ];
+    for ((method, path), (left, reset)) in
+        calls
+            .into_iter()
+            .zip([(4, 12), (3, 24), (2, 36), (1, 48), (0, 60)])
+    {
+        let reply = server.call(method, path, TINY, r#"{"name":"Ada"}"#).await;
+        assert!(reply.status.is_success(), "{path}: {reply:?}");
+        assert_eq!(reply.header("ratelimit-policy"), Some(POLICY));
+        let left = format!(r#""requests";r={left};t={reset}"#);
+        assert_eq!(reply.header("ratelimit"), Some(left.as_str()));
+    }
+    let reply = server.get("/api/v1/contacts", TINY).await;
+    reply.assert_rejected(
+        429,
+        r#"{"error":{"type":"rate_limited","message":"Rate limit exceeded for 'requests'. Retry after 12 seconds."}}"#,
+        None,
+    );
+    assert_eq!(reply.header("retry-after"), Some("12"));
+    assert_eq!(reply.header("ratelimit-policy"), Some(POLICY));
+    assert_eq!(reply.header("ratelimit"), Some(r#""requests";r=0;t=12"#));
+    // ws_acme's plan is generous, and says so.
+    let reply = server.get("/api/v1/contacts", ALL).await;
+    assert_eq!(
+        reply.header("ratelimit-policy"),
+        Some(r#""requests";q=6000;w=60"#)
+    );
+    assert_eq!(reply.header("ratelimit"), Some(r#""requests";r=999;t=1"#));
+    // The free plan is refused before anything is counted.
+    let reply = server.get("/api/v1/contacts", FREE).await;
+    assert_eq!(
+        (reply.status, reply.header("ratelimit")),
+        (StatusCode::FORBIDDEN, None)
+    );
+}
+
+#[tokio::test]
 async fn a_plan_without_api_access_is_403_forbidden_everywhere() {
     let server = example().await;
     for (method, path) in [

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use scopegate::credential::{PresentedToken, TokenHash};
 use scopegate::key::ApiKey;
+use scopegate::limit::Limit;
 use scopegate::store::postgres::{PgCredentialStore, PgStoreError};
 use scopegate::store::{CredentialStore, EntitlementSource};
 use scopegate::{CachedStore, Gate};
@@ -409,6 +410,99 @@ async fn a_revocation_on_one_instance_reaches_the_other_within_a_second() {
     admin.set_plan("free", &["api-access"]).await.unwrap();
     b.becomes(&other.token, 200, Duration::from_secs(1)).await;
     assert!(b.listener.as_ref().unwrap().applied() >= 3);
+    drop((a, b));
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn plan_limits_resolve_with_the_key_and_their_changes_reach_running_instances() {
+    let Some(db) = test_db().await else { return };
+    let admin = store(&db).await;
+    let minute = Duration::from_secs(60);
+    let limits = [
+        Limit::monthly("monthly", 100_000).unwrap().per_account(),
+        Limit::rate("requests", 3, minute).unwrap(),
+        Limit::rate("writes", 10, Duration::from_secs(1))
+            .unwrap()
+            .with_burst(20)
+            .unwrap()
+            .per_account(),
+    ];
+    admin.set_plan_limits("pro", &limits).await.unwrap();
+    assert_eq!(admin.plan_limits("pro").await.unwrap(), limits);
+    assert_eq!(admin.plan_limits("free").await.unwrap(), []);
+
+    // With the key, by name; and for OAuth tokens of the account.
+    let key = reader_key(&admin, "limited").await;
+    let credential = admin
+        .resolve(&PresentedToken::new(&key.token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(credential.limits(), limits);
+    assert_eq!(
+        EntitlementSource::limits(&admin, "ws_acme").await.unwrap(),
+        limits
+    );
+    assert_eq!(
+        EntitlementSource::limits(&admin, "ws_nobody")
+            .await
+            .unwrap(),
+        []
+    );
+
+    // Enforced on a running instance; a new plan reaches it by push.
+    let (a, b) = (
+        instance(&db, Duration::from_secs(1)).await,
+        instance(&db, Duration::from_secs(1)).await,
+    );
+    for _ in 0..3 {
+        assert_eq!(b.status(&key.token).await, 200);
+    }
+    assert_eq!(b.status(&key.token).await, 429);
+    assert_eq!(
+        a.status(&key.token).await,
+        200,
+        "each instance counts its own"
+    );
+    let upgrade = [Limit::rate("requests", 1000, minute).unwrap()];
+    admin.set_plan_limits("pro", &upgrade).await.unwrap();
+    let took = b.becomes(&key.token, 200, Duration::from_secs(1)).await;
+    eprintln!("a plan's new limits reached instance B in {took:?}");
+    let credential = b
+        .cache
+        .resolve(&PresentedToken::new(&key.token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(credential.limits(), upgrade);
+
+    // What the table cannot hold, and what it refuses.
+    let odd = Limit::rate("requests", 1, Duration::from_micros(1500)).unwrap();
+    assert!(matches!(
+        admin.set_plan_limits("pro", &[odd]).await,
+        Err(PgStoreError::Period(p)) if p == Duration::from_micros(1500)
+    ));
+    assert_eq!(
+        admin.plan_limits("pro").await.unwrap(),
+        upgrade,
+        "nothing changed"
+    );
+    for bad in [
+        "('pro', 'x', 'rate', 5, NULL, NULL, 'key')",
+        "('pro', 'x', 'monthly', 5, 1000, NULL, 'key')",
+        "('pro', 'X', 'rate', 5, 1000, NULL, 'key')",
+        "('pro', 'x', 'rate', 0, 1000, NULL, 'key')",
+        "('pro', 'x', 'rate', 5, 1000, NULL, 'team')",
+    ] {
+        let insert = format!(
+            "INSERT INTO scopegate_plan_limits (plan_id, name, kind, count, period_ms, burst, per) VALUES {bad}"
+        );
+        assert!(
+            sqlx::query(&insert).execute(&db.pool).await.is_err(),
+            "{bad}"
+        );
+    }
     drop((a, b));
     db.drop_db().await;
 }
@@ -932,6 +1026,41 @@ async fn the_keys_cli_manages_what_a_running_server_enforces() {
     assert!(ok, "{stderr}");
     let took = within(token.clone(), 401).await;
     eprintln!("revoked by the CLI, refused by the server {took:?} later");
+
+    // A plan's limits, set and read back; bad ones refused with a reason.
+    let (ok, stdout, stderr) = cli(&[
+        "set-limits",
+        "pro",
+        "--limit",
+        "requests=2/1m",
+        "--limit",
+        "monthly=100000/month,per=account",
+    ]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout,
+        "pro: \"monthly\";q=100000 per account; \"requests\";q=2;w=60 per key\n"
+    );
+    let (ok, stdout, _) = cli(&["limits", "pro"]);
+    assert!(ok);
+    assert!(stdout.contains("\"requests\";q=2;w=60"), "{stdout}");
+    for (bad, why) in [
+        ("requests=2", "want COUNT/PERIOD"),
+        ("requests=2/1w", "the unit is ms, s, m, h, d, or month"),
+        ("Requests=2/1m", "invalid limit name"),
+        ("requests=2/1m,per=team", "want burst=N or per=account|key"),
+    ] {
+        let (ok, _, stderr) = cli(&["set-limits", "pro", "--limit", bad]);
+        assert!(!ok && stderr.contains(why), "{bad}: {stderr}");
+    }
+    // The running server counts against them at once: the demo key's
+    // third request in a minute is refused.
+    let all = "ohk_demo_all_scopes";
+    let spent = within(all.to_owned(), 429).await;
+    eprintln!("limits set by the CLI enforced {spent:?} later");
+    let (ok, _, stderr) = cli(&["set-limits", "pro"]);
+    assert!(ok, "{stderr}");
+    within(all.to_owned(), 200).await;
 
     // A plan change: ws_acme onto the free plan, api-access gone.
     assert_eq!(status("ohk_demo_all_scopes", "/api/v1/contacts").await, 200);

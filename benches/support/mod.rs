@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::header::AUTHORIZATION;
 use http::{HeaderValue, Request, Response};
 use http_body_util::Full;
-use scopegate::{CachedStore, Credential, MemoryStore};
+use scopegate::{CachedStore, Credential, CredentialKind, MemoryStore, ScopeSet};
 use tower::Service;
 
 pub type Req = Request<Full<Bytes>>;
@@ -25,6 +25,8 @@ pub use demo::SCOPES;
 
 /// A 40-byte token, like the API's.
 pub const TOKEN: &str = "ohk_bench_0123456789abcdef0123456789abcd";
+/// A key with all scopes and one rate limit ([`with_limit`]).
+pub const LIMITED: &str = "ohk_bench_limited0_23456789abcdef0123456789";
 
 /// The inner service every variant wraps: a `service_fn` answering a static body.
 pub fn bare() -> tower::util::ServiceFn<impl FnMut(Req) -> Ready<Result<Res, Infallible>> + Clone> {
@@ -47,9 +49,21 @@ pub fn bearer(token: &str) -> HeaderValue {
 }
 
 /// A credential of the bench workspace with `scopes`, and `api-access` if
-/// `api_access`.
+/// `api_access`; no limits unless [`with_limit`] adds one.
 pub fn credential(id: &str, scopes: &[impl AsRef<str>], api_access: bool) -> Credential {
-    demo::credential(id, "ws_bench", scopes, api_access)
+    let entitlements: &[&str] = if api_access { &["api-access"] } else { &[] };
+    Credential::new(id, "ws_bench", CredentialKind::ApiKey)
+        .with_scopes(ScopeSet::parse(scopes).expect("bench scopes"))
+        .with_entitlements(entitlements.iter().copied())
+}
+
+/// `credential` with one rate limit no bench reaches (`requests`, 2^32 - 1
+/// a minute): every request is counted, none refused.
+pub fn with_limit(credential: Credential) -> Credential {
+    let limit =
+        scopegate::limit::Limit::rate("requests", u32::MAX, std::time::Duration::from_secs(60))
+            .expect("bench limit");
+    credential.with_limits([limit])
 }
 
 /// Polls `service` ready, calls it, and drives the future: once with a no-op

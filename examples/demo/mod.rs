@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+use std::time::Duration;
+
+use scopegate::limit::Limit;
 use scopegate::{Credential, CredentialKind, MemoryStore, ScopeSet};
 
 /// The reference's scope table: each scope and what it grants.
@@ -45,19 +48,16 @@ pub struct DemoKey {
     pub name: &'static str,
     pub workspace: &'static str,
     pub scopes: &'static [&'static str],
-    /// Whether the workspace's plan includes `api-access`.
-    pub api_access: bool,
 }
 
-/// The three demo credentials.
-pub const DEMO_KEYS: [DemoKey; 3] = [
+/// The four demo credentials.
+pub const DEMO_KEYS: [DemoKey; 4] = [
     DemoKey {
         token: "ohk_demo_all_scopes",
         id: "key_demo_all",
         name: "Demo: all scopes",
         workspace: WORKSPACE,
         scopes: &SCOPES,
-        api_access: true,
     },
     DemoKey {
         token: "ohk_demo_contacts_read",
@@ -65,7 +65,6 @@ pub const DEMO_KEYS: [DemoKey; 3] = [
         name: "Demo: contacts:read",
         workspace: WORKSPACE,
         scopes: &["contacts:read"],
-        api_access: true,
     },
     DemoKey {
         token: "ohk_demo_no_api_access",
@@ -73,32 +72,70 @@ pub const DEMO_KEYS: [DemoKey; 3] = [
         name: "Demo: free plan",
         workspace: "ws_free",
         scopes: &SCOPES,
-        api_access: false,
+    },
+    DemoKey {
+        token: "ohk_demo_tiny_limits",
+        id: "key_demo_tiny",
+        name: "Demo: tiny limits",
+        workspace: "ws_tiny",
+        scopes: &SCOPES,
     },
 ];
 
-/// A credential of `workspace` with `scopes`, and `api-access` if `api_access`.
-pub fn credential(
-    id: &str,
-    workspace: &str,
-    scopes: &[impl AsRef<str>],
-    api_access: bool,
-) -> Credential {
-    let entitlements: &[&str] = if api_access { &["api-access"] } else { &[] };
+/// The demo workspaces and their plans: `ws_acme` on `pro` (a generous
+/// rate limit), `ws_free` on `free` (no `api-access`), `ws_tiny` on `tiny`
+/// (5 requests a minute per key, to see a 429 with curl).
+pub const WORKSPACES: [(&str, &str); 3] =
+    [(WORKSPACE, "pro"), ("ws_free", "free"), ("ws_tiny", "tiny")];
+
+/// A plan's entitlements and limits.
+pub fn plan(plan: &str) -> (&'static [&'static str], Vec<Limit>) {
+    let per_minute = |count| Limit::rate("requests", count, Duration::from_secs(60));
+    let (entitlements, limits): (&[&str], _) = match plan {
+        // 6,000 a minute, 1,000 at once. Benchmark load (benches/e2e.sh)
+        // runs the example with BENCH_UNPROTECTED=1, which lifts it out of
+        // reach: every request is still counted, none refused.
+        "pro" if std::env::var_os("BENCH_UNPROTECTED").is_some_and(|v| v == "1") => {
+            (&["api-access"], vec![per_minute(u32::MAX)])
+        }
+        "pro" => (
+            &["api-access"],
+            vec![per_minute(6_000).and_then(|l| l.with_burst(1_000))],
+        ),
+        "tiny" => (&["api-access"], vec![per_minute(5)]),
+        _ => (&[], vec![]),
+    };
+    // The demo's limits are valid.
+    (
+        entitlements,
+        limits.into_iter().filter_map(Result::ok).collect(),
+    )
+}
+
+/// The plan of a demo workspace.
+pub fn plan_of(workspace: &str) -> &'static str {
+    WORKSPACES
+        .iter()
+        .find(|(w, _)| *w == workspace)
+        .map_or("free", |(_, plan)| plan)
+}
+
+/// A credential of `workspace` with `scopes`, and its plan's entitlements
+/// and limits.
+pub fn credential(id: &str, workspace: &str, scopes: &[impl AsRef<str>]) -> Credential {
+    let (entitlements, limits) = plan(plan_of(workspace));
     Credential::new(id, workspace, CredentialKind::ApiKey)
         // The scopes are from SCOPES, so they parse.
         .with_scopes(ScopeSet::parse(scopes).unwrap_or_default())
         .with_entitlements(entitlements.iter().copied())
+        .with_limits(limits)
 }
 
-/// A store holding the three demo keys.
+/// A store holding the demo keys.
 pub fn store() -> MemoryStore {
     let keys = MemoryStore::new();
     for demo in DEMO_KEYS {
-        keys.insert_token(
-            demo.token,
-            credential(demo.id, demo.workspace, demo.scopes, demo.api_access),
-        );
+        keys.insert_token(demo.token, credential(demo.id, demo.workspace, demo.scopes));
     }
     keys
 }

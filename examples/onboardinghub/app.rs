@@ -18,13 +18,14 @@ use scopegate::credential::TokenHash;
 use scopegate::error::{ConfigError, ErrorEnvelope};
 use scopegate::key::ApiKey;
 use scopegate::layer::ScopeLayer;
+use scopegate::limit::Limit;
 #[cfg(feature = "postgres")]
 use scopegate::store::postgres::PgCredentialStore;
-use scopegate::store::ChainStore;
+use scopegate::store::{ChainStore, EntitlementSource, StoreError};
 use scopegate::{CachedStore, Gate, MemoryStore};
 use serde_json::{json, Map, Value};
 
-use crate::demo::{credential, DEMO_KEYS, SCOPES, WORKSPACE};
+use crate::demo::{credential, plan, plan_of, DEMO_KEYS, SCOPES, WORKSPACE, WORKSPACES};
 
 #[path = "developer.rs"]
 mod developer;
@@ -235,7 +236,7 @@ impl App {
 
     fn in_memory<E>(
         admin_token: &str,
-        chain: impl FnOnce(MemoryStore, Plans) -> Result<ChainStore, E>,
+        chain: impl FnOnce(MemoryStore, DemoPlans) -> Result<ChainStore, E>,
     ) -> Result<Self, E> {
         let store = crate::demo::store();
         let registry = DEMO_KEYS
@@ -249,19 +250,8 @@ impl App {
                 (demo.id.to_owned(), record)
             })
             .collect();
-        let plans: Plans = DEMO_KEYS
-            .iter()
-            .map(|demo| {
-                let plan = if demo.api_access {
-                    vec![scopegate::error::API_ACCESS.to_owned()]
-                } else {
-                    vec![]
-                };
-                (demo.workspace.to_owned(), plan)
-            })
-            .collect();
         let keys = Keys::Memory {
-            cache: CachedStore::new(chain(store.clone(), plans)?),
+            cache: CachedStore::new(chain(store.clone(), DemoPlans)?),
             store,
             registry: Arc::new(Mutex::new(registry)),
         };
@@ -283,17 +273,19 @@ impl App {
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let store = PgCredentialStore::new(pool);
         store.migrate().await?;
-        for (plan, entitlements) in [("pro", &["api-access"][..]), ("free", &[][..])] {
+        for (_, name) in WORKSPACES {
             let created =
                 sqlx::query("INSERT INTO scopegate_plans (id) VALUES ($1) ON CONFLICT DO NOTHING")
-                    .bind(plan)
+                    .bind(name)
                     .execute(store.pool())
                     .await?;
             if created.rows_affected() == 1 {
-                store.set_plan(plan, entitlements).await?;
+                let (entitlements, limits) = plan(name);
+                store.set_plan(name, entitlements).await?;
+                store.set_plan_limits(name, &limits).await?;
             }
         }
-        for (account, plan) in [(WORKSPACE, "pro"), ("ws_free", "free")] {
+        for (account, plan) in WORKSPACES {
             sqlx::query("INSERT INTO scopegate_accounts (id, plan_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(account)
                 .bind(plan)
@@ -434,8 +426,19 @@ const RESOURCES: [Resource; 3] = [
     },
 ];
 
-/// The demo workspaces' plan entitlements, for OAuth tokens.
-type Plans = std::collections::HashMap<String, Vec<String>>;
+/// The demo workspaces' plans (entitlements and limits), for OAuth tokens.
+struct DemoPlans;
+
+#[async_trait::async_trait]
+impl EntitlementSource for DemoPlans {
+    async fn entitlements(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(to_strings(plan(plan_of(account_id)).0))
+    }
+
+    async fn limits(&self, account_id: &str) -> Result<Vec<Limit>, StoreError> {
+        Ok(plan(plan_of(account_id)).1)
+    }
+}
 
 /// A bad OAuth setting (never, without the OAuth features).
 #[cfg(all(feature = "jwt", feature = "introspection"))]
@@ -797,7 +800,7 @@ impl Keys {
                 let token =
                     ApiKey::generate().map_err(|e| format!("No key could be generated: {e}."))?;
                 let id = format!("key_{}", &TokenHash::of(&token).to_hex()[..16]);
-                let hash = store.insert_token(&token, credential(&id, WORKSPACE, scopes, true));
+                let hash = store.insert_token(&token, credential(&id, WORKSPACE, scopes));
                 // The hash may have been looked up (and found wanting) before it existed.
                 cache.invalidate(&hash).await;
                 let record = KeyRecord {

@@ -61,6 +61,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Err(_) => in_memory(&admin_token, oauth.as_ref())?,
     };
     let mut router = app.router()?;
+    // Cluster mode (limits shared over Redis) is not built yet: say so when
+    // asked for it.
+    if std::env::var_os("REDIS_URL").is_some() {
+        eprintln!("REDIS_URL is set, but limits shared over Redis are not available yet: counting in this process");
+    }
+    println!("rate limits: local mode (counted in this process); ohk_demo_tiny_limits gets 5 requests a minute");
     // Benchmark tooling: benches/e2e.sh's baseline. Off unless asked for.
     if std::env::var_os("BENCH_UNPROTECTED").is_some_and(|v| v == "1") {
         eprintln!(

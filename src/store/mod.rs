@@ -57,6 +57,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::credential::{Credential, PresentedToken};
+use crate::limit::Limit;
 
 mod chain;
 mod memory;
@@ -110,17 +111,18 @@ impl<T: CredentialStore + ?Sized> CredentialStore for Box<T> {
     }
 }
 
-/// Where stores of OAuth tokens find an account's plan entitlements.
+/// Where stores of OAuth tokens find an account's plan: its entitlements
+/// and its limits.
 ///
 /// An OAuth access token names its account (a claim of a JWT, a field of an
 /// introspection response) but not the account's plan; [`JwtStore`] and
 /// [`IntrospectionStore`] ask this source. They call it on a cache miss only:
-/// the entitlements are cached with the credential, and dropped with it by
+/// the plan is cached with the credential, and dropped with it by
 /// [`CachedStore::invalidate_account`](crate::cache::CachedStore::invalidate_account).
 ///
-/// Implemented for a `HashMap` of account ids to entitlements, for `Arc`s of
-/// sources, and (feature `postgres`) for `PgCredentialStore`, which reads the
-/// account's plan.
+/// Implemented for a `HashMap` of account ids to entitlements (no limits),
+/// for `Arc`s of sources, and (feature `postgres`) for `PgCredentialStore`,
+/// which reads the account's plan.
 ///
 /// [`JwtStore`]: crate::store::oauth::jwt::JwtStore
 /// [`IntrospectionStore`]: crate::store::oauth::introspection::IntrospectionStore
@@ -146,6 +148,18 @@ pub trait EntitlementSource: Send + Sync {
     ///
     /// A [`StoreError`] when the source cannot answer (the client gets 503).
     async fn entitlements(&self, account_id: &str) -> Result<Vec<String>, StoreError>;
+
+    /// The [limits](crate::limit) of `account_id`'s plan, cached and
+    /// invalidated with the entitlements. None unless the source says
+    /// otherwise.
+    ///
+    /// # Errors
+    ///
+    /// A [`StoreError`] when the source cannot answer (the client gets 503).
+    async fn limits(&self, account_id: &str) -> Result<Vec<Limit>, StoreError> {
+        let _ = account_id;
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait]
@@ -159,6 +173,10 @@ impl EntitlementSource for std::collections::HashMap<String, Vec<String>> {
 impl<T: EntitlementSource + ?Sized> EntitlementSource for Arc<T> {
     async fn entitlements(&self, account_id: &str) -> Result<Vec<String>, StoreError> {
         (**self).entitlements(account_id).await
+    }
+
+    async fn limits(&self, account_id: &str) -> Result<Vec<Limit>, StoreError> {
+        (**self).limits(account_id).await
     }
 }
 

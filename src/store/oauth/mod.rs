@@ -272,12 +272,14 @@ impl Grant {
         })
     }
 
-    /// The credential, with the account's entitlements from `source`.
+    /// The credential, with the account's entitlements and limits from
+    /// `source`.
     pub(crate) async fn into_credential(
         self,
         source: &dyn EntitlementSource,
     ) -> Result<Credential, StoreError> {
         let entitlements = source.entitlements(&self.account_id).await?;
+        let limits = source.limits(&self.account_id).await?;
         let credential = Credential::new(
             self.id,
             self.account_id,
@@ -286,7 +288,8 @@ impl Grant {
             },
         )
         .with_scopes(self.scopes)
-        .with_entitlements(entitlements);
+        .with_entitlements(entitlements)
+        .with_limits(limits);
         Ok(match self.expires_at {
             Some(at) => credential.with_expires_at(at),
             None => credential,

@@ -5,11 +5,14 @@
 //! Keys are stored by the SHA-256 of their token; the token itself is shown
 //! once, by [`create_key`](PgCredentialStore::create_key), and never written.
 //! [`resolve`](crate::store::CredentialStore::resolve) is one indexed query that
-//! returns the key with its account's plan entitlements.
+//! returns the key with its account's plan: entitlements and
+//! [limits](crate::limit) ([`set_plan_limits`](PgCredentialStore::set_plan_limits)).
 //!
 //! # Example
 //!
 //! ```no_run
+//! use std::time::Duration;
+//! use scopegate::limit::Limit;
 //! use scopegate::{CachedStore, Gate};
 //! use scopegate::store::postgres::PgCredentialStore;
 //!
@@ -19,6 +22,8 @@
 //! store.migrate().await?; // the embedded migrations, idempotent
 //!
 //! store.set_plan("pro", &["api-access"]).await?;
+//! let requests = Limit::rate("requests", 100, Duration::from_secs(60))?.with_burst(20)?;
+//! store.set_plan_limits("pro", &[requests]).await?;
 //! store.upsert_account("ws_acme", "pro").await?;
 //! let key = store.create_key("ws_acme", "CRM sync", &["contacts:read"], None).await?;
 //! println!("your key, shown once: {}", key.token.as_str());
@@ -31,6 +36,7 @@
 //! ```
 
 mod keys;
+mod limits;
 mod listener;
 mod usage;
 
@@ -42,8 +48,10 @@ use sqlx::migrate::Migrator;
 use sqlx::{PgPool, Row};
 
 use crate::credential::{Credential, CredentialKind, PresentedToken};
+use crate::limit::Limit;
 use crate::scope::{ScopeError, ScopeSet};
 use crate::store::{CredentialStore, EntitlementSource, StoreError};
+use limits::limits_of_account_a;
 
 #[doc(inline)]
 pub use keys::{ApiKeyRecord, NewKey};
@@ -74,6 +82,9 @@ pub enum PgStoreError {
     Scope(ScopeError),
     /// The OS random generator failed; no key was made.
     Random(getrandom::Error),
+    /// A rate limit's period is not a whole number of milliseconds, the unit
+    /// `scopegate_plan_limits` stores.
+    Period(Duration),
 }
 
 impl fmt::Display for PgStoreError {
@@ -83,6 +94,10 @@ impl fmt::Display for PgStoreError {
             PgStoreError::Migrate(e) => write!(f, "migration failed: {e}"),
             PgStoreError::Scope(e) => e.fmt(f),
             PgStoreError::Random(e) => write!(f, "OS random generator failed: {e}"),
+            PgStoreError::Period(period) => write!(
+                f,
+                "a limit's period of {period:?} is not a whole number of milliseconds"
+            ),
         }
     }
 }
@@ -93,7 +108,7 @@ impl std::error::Error for PgStoreError {
             PgStoreError::Database(e) => Some(e),
             PgStoreError::Migrate(e) => Some(e),
             PgStoreError::Scope(e) => Some(e),
-            PgStoreError::Random(_) => None,
+            PgStoreError::Random(_) | PgStoreError::Period(_) => None,
         }
     }
 }
@@ -146,19 +161,22 @@ impl PgCredentialStore {
     }
 }
 
-const RESOLVE: &str = "
-    SELECT k.id, k.account_id, k.scopes,
+const RESOLVE: &str = concat!(
+    "SELECT k.id, k.account_id, k.scopes,
            (EXTRACT(EPOCH FROM k.expires_at) * 1000)::BIGINT AS expires_ms,
            ARRAY(SELECT e.entitlement FROM scopegate_plan_entitlements e
-                 WHERE e.plan_id = a.plan_id ORDER BY e.entitlement) AS entitlements
+                 WHERE e.plan_id = a.plan_id ORDER BY e.entitlement) AS entitlements, ",
+    limits_of_account_a!(),
+    " AS limits
     FROM scopegate_api_keys k
     JOIN scopegate_accounts a ON a.id = k.account_id
     WHERE k.token_sha256 = $1
       AND k.revoked_at IS NULL
-      AND (k.expires_at IS NULL OR k.expires_at > now())";
+      AND (k.expires_at IS NULL OR k.expires_at > now())"
+);
 
-/// An account's plan entitlements, for OAuth tokens
-/// ([`EntitlementSource`]): one indexed query. Plan changes reach cached
+/// An account's plan entitlements and limits, for OAuth tokens
+/// ([`EntitlementSource`]): one indexed query each. Plan changes reach cached
 /// OAuth credentials through the same `account:` notifications as keys.
 #[async_trait]
 impl EntitlementSource for PgCredentialStore {
@@ -172,6 +190,19 @@ impl EntitlementSource for PgCredentialStore {
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::new)
+    }
+
+    async fn limits(&self, account_id: &str) -> Result<Vec<Limit>, StoreError> {
+        let json: Option<String> = sqlx::query_scalar(concat!(
+            "SELECT ",
+            limits_of_account_a!(),
+            " FROM scopegate_accounts a WHERE a.id = $1"
+        ))
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::new)?;
+        json.map_or_else(|| Ok(Vec::new()), |json| limits::parse(&json))
     }
 }
 
@@ -198,7 +229,10 @@ impl CredentialStore for PgCredentialStore {
         // A scope the database holds but scopegate cannot parse is corrupt
         // data: refuse (503) rather than guess.
         .with_scopes(ScopeSet::parse(&scopes).map_err(StoreError::new)?)
-        .with_entitlements(entitlements);
+        .with_entitlements(entitlements)
+        .with_limits(limits::parse(
+            row.try_get("limits").map_err(StoreError::new)?,
+        )?);
         if let Some(ms) = row
             .try_get::<Option<i64>, _>("expires_ms")
             .map_err(StoreError::new)?
