@@ -223,7 +223,7 @@ impl ErrorResponse {
         response
     }
 
-    #[cfg(any(feature = "tracing", feature = "metrics", feature = "openapi"))]
+    #[cfg(any(test, feature = "tracing", feature = "metrics", feature = "openapi"))]
     pub(crate) fn rejection(&self) -> &Rejection {
         &self.0.rejection
     }

@@ -92,7 +92,7 @@ pub const WORKSPACES: [(&str, &str); 3] =
 pub fn plan(plan: &str) -> (&'static [&'static str], Vec<Limit>) {
     let per_minute = |count| Limit::rate("requests", count, Duration::from_secs(60));
     let (entitlements, limits): (&[&str], _) = match plan {
-        // 6,000 a minute, 1,000 at once. Benchmark load (benches/e2e.sh)
+        // 60,000 a minute, 10,000 at once. Benchmark load (benches/e2e.sh)
         // runs the example with BENCH_UNPROTECTED=1, which lifts it out of
         // reach: every request is still counted, none refused.
         "pro" if std::env::var_os("BENCH_UNPROTECTED").is_some_and(|v| v == "1") => {
@@ -100,7 +100,7 @@ pub fn plan(plan: &str) -> (&'static [&'static str], Vec<Limit>) {
         }
         "pro" => (
             &["api-access"],
-            vec![per_minute(6_000).and_then(|l| l.with_burst(1_000))],
+            vec![per_minute(60_000).and_then(|l| l.with_burst(10_000))],
         ),
         "tiny" => (&["api-access"], vec![per_minute(5)]),
         _ => (&[], vec![]),

@@ -25,7 +25,7 @@ use scopegate::store::{ChainStore, EntitlementSource, StoreError};
 use scopegate::{CachedStore, Gate, MemoryStore};
 use serde_json::{json, Map, Value};
 
-use crate::demo::{credential, plan, plan_of, DEMO_KEYS, SCOPES, WORKSPACE, WORKSPACES};
+use crate::demo::{credential, plan, plan_of, DEMO_KEYS, SCOPES, WORKSPACE};
 
 #[path = "developer.rs"]
 mod developer;
@@ -273,7 +273,7 @@ impl App {
     ) -> Result<Self, Box<dyn std::error::Error>> {
         let store = PgCredentialStore::new(pool);
         store.migrate().await?;
-        for (_, name) in WORKSPACES {
+        for (_, name) in crate::demo::WORKSPACES {
             let created =
                 sqlx::query("INSERT INTO scopegate_plans (id) VALUES ($1) ON CONFLICT DO NOTHING")
                     .bind(name)
@@ -285,7 +285,7 @@ impl App {
                 store.set_plan_limits(name, &limits).await?;
             }
         }
-        for (account, plan) in WORKSPACES {
+        for (account, plan) in crate::demo::WORKSPACES {
             sqlx::query("INSERT INTO scopegate_accounts (id, plan_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                 .bind(account)
                 .bind(plan)
