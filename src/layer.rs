@@ -40,7 +40,7 @@ use tower_layer::Layer;
 
 use crate::error::ConfigError;
 use crate::guard::Guard;
-use crate::limit::limit_name;
+use crate::limit::limit_names;
 use crate::service::Guarded;
 
 /// Requires scopes of the credential; build it with
@@ -152,10 +152,7 @@ macro_rules! costed_layer {
                 I: IntoIterator,
                 I::Item: AsRef<str>,
             {
-                let names = limits
-                    .into_iter()
-                    .map(|name| limit_name(name.as_ref()))
-                    .collect::<Result<Arc<[_]>, _>>()?;
+                let names = limit_names(limits)?;
                 Ok($name::new(self.guard.priced(|cost| cost.only = Some(names))))
             }
         }

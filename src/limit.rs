@@ -269,6 +269,15 @@ pub(crate) fn limit_name(name: &str) -> Result<Arc<str>, LimitError> {
     }
 }
 
+/// The names a route counts against ([`Cost::only`]), each checked.
+pub(crate) fn limit_names<I>(names: I) -> Result<Arc<[Arc<str>]>, LimitError>
+where
+    I: IntoIterator,
+    I::Item: AsRef<str>,
+{
+    names.into_iter().map(|n| limit_name(n.as_ref())).collect()
+}
+
 /// A limit could not be made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

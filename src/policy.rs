@@ -98,6 +98,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::error::ConfigError;
+use crate::limit::{limit_names, Cost};
 use crate::rule::{entitlement_name, Rule, Rules};
 use crate::scope::{Requirement, ScopeSet};
 
@@ -113,6 +114,21 @@ pub struct RoutePolicy {
     entitlement: Option<String>,
     catalog: Option<Vec<String>>,
     allow_unmatched: bool,
+    prices: Vec<Price>,
+}
+
+/// What a route costs against the credential's limits, as given.
+#[derive(Clone, Debug)]
+struct Price {
+    method: Method,
+    pattern: String,
+    pricing: Pricing,
+}
+
+#[derive(Clone, Debug)]
+enum Pricing {
+    Units(u32),
+    Only(Vec<String>),
 }
 
 #[derive(Clone, Debug)]
@@ -212,6 +228,37 @@ impl RoutePolicy {
         self
     }
 
+    /// What a request on `method pattern` costs against the credential's
+    /// [limits](crate::limit) (default 1; 0 counts nothing), as
+    /// [`ScopeLayer::cost`](crate::layer::ScopeLayer::cost) says for a
+    /// layer. The route must be in the table, before or after this call, and
+    /// not public (a build error otherwise).
+    pub fn cost(self, method: Method, pattern: &str, units: u32) -> Self {
+        self.price(method, pattern, Pricing::Units(units))
+    }
+
+    /// Counts requests on `method pattern` against the named limits of the
+    /// credential only, instead of all of them, as
+    /// [`ScopeLayer::counts_against`](crate::layer::ScopeLayer::counts_against)
+    /// does for a layer. An invalid name is a build error.
+    pub fn counts_against<I>(self, method: Method, pattern: &str, limits: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let names = limits.into_iter().map(|n| n.as_ref().to_owned()).collect();
+        self.price(method, pattern, Pricing::Only(names))
+    }
+
+    fn price(mut self, method: Method, pattern: &str, pricing: Pricing) -> Self {
+        self.prices.push(Price {
+            method,
+            pattern: pattern.to_owned(),
+            pricing,
+        });
+        self
+    }
+
     /// Lets requests that no entry covers through, without a credential. Off
     /// by default: an unmatched request is denied.
     pub fn allow_unmatched(mut self) -> Self {
@@ -231,11 +278,13 @@ impl RoutePolicy {
         let mut router = matchit::Router::new();
         let mut paths: Vec<Vec<(Method, Target)>> = Vec::new();
         let mut by_shape: HashMap<String, usize> = HashMap::new();
+        let mut costs = costs(self.prices)?;
 
         for entry in self.entries {
             let pattern = &entry.pattern;
             let (syntax, shape) = parse_pattern(pattern)?;
             let access = entry.want.access()?;
+            let cost = costs.remove(&(entry.method.clone(), shape.clone()));
             if let (Some(catalog), Access::Scoped(requirement)) = (&catalog, &access) {
                 if let Some(unknown) = requirement.scopes().iter().find(|s| !catalog.contains(**s))
                 {
@@ -266,16 +315,34 @@ impl RoutePolicy {
                     pattern: pattern.clone(),
                 });
             }
-            let target = match access {
-                Access::Public => Target::Public,
-                Access::Authenticated => {
-                    Target::Protected(Arc::new(rules.rule(entitlement.clone(), None)))
+            let rule = match access {
+                Access::Public if cost.is_some() => {
+                    return Err(ConfigError::Route {
+                        pattern: pattern.clone(),
+                        reason: format!(
+                            "{} is public: a cost counts against a credential it never has",
+                            entry.method
+                        ),
+                    });
                 }
-                Access::Scoped(requirement) => Target::Protected(Arc::new(
-                    rules.rule(entitlement.clone(), Some(&requirement)),
-                )),
+                Access::Public => None,
+                Access::Authenticated => Some(rules.rule(entitlement.clone(), None)),
+                Access::Scoped(requirement) => {
+                    Some(rules.rule(entitlement.clone(), Some(&requirement)))
+                }
+            };
+            let target = match (rule, cost) {
+                (None, _) => Target::Public,
+                (Some(rule), None) => Target::Protected(Arc::new(rule)),
+                (Some(rule), Some((cost, _))) => Target::Protected(Arc::new(rule.with_cost(cost))),
             };
             methods.push((entry.method, target));
+        }
+        if let Some(((method, _), (_, pattern))) = costs.into_iter().next() {
+            return Err(ConfigError::Route {
+                reason: format!("a cost for {method} {pattern}, which the table does not have"),
+                pattern,
+            });
         }
         let routes = paths.iter().map(Vec::len).sum();
         Ok(CompiledPolicy {
@@ -285,6 +352,25 @@ impl RoutePolicy {
             allow_unmatched: self.allow_unmatched,
         })
     }
+}
+
+/// The routes' costs, by method and shape, with a pattern each was given
+/// for (to name it in an error).
+type Costs = HashMap<(Method, String), (Cost, String)>;
+
+fn costs(prices: Vec<Price>) -> Result<Costs, ConfigError> {
+    let mut costs = Costs::new();
+    for price in prices {
+        let (_, shape) = parse_pattern(&price.pattern)?;
+        let (cost, _) = costs
+            .entry((price.method, shape))
+            .or_insert_with(|| (Cost::default(), price.pattern));
+        match price.pricing {
+            Pricing::Units(units) => cost.units = units,
+            Pricing::Only(names) => cost.only = Some(limit_names(names)?),
+        }
+    }
+    Ok(costs)
 }
 
 /// The most `{name}` parameters one pattern may have.

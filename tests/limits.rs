@@ -14,6 +14,7 @@ use http::{Method, Response, StatusCode};
 use scopegate::error::{Messages, Rejection};
 use scopegate::gate::GateBuilder;
 use scopegate::limit::Limit;
+use scopegate::policy::RoutePolicy;
 use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, ScopeSet};
 
 const ALL_SCOPES: [&str; 8] = [
@@ -239,6 +240,70 @@ async fn a_route_counts_its_cost_against_the_limits_it_names() {
         (reply.status, reply.header("ratelimit")),
         (StatusCode::OK, None)
     );
+}
+
+#[tokio::test]
+async fn a_route_policy_prices_its_routes() {
+    let keys = keys();
+    keys.insert_token(
+        "writer",
+        Credential::new("key_writer", "ws_write", CredentialKind::ApiKey)
+            .with_scopes(ScopeSet::parse(["contacts:write"]).unwrap())
+            .with_entitlements(["api-access"])
+            .with_limits([per_minute("requests", 5), per_minute("writes", 2)]),
+    );
+    let gate = Gate::new(CachedStore::new(keys));
+    let table = || {
+        RoutePolicy::new()
+            .require_entitlement("api-access")
+            .cost(Method::POST, "/api/v1/contacts/import", 3)
+            .scope(Method::POST, "/api/v1/contacts/import", "contacts:write")
+            .scope(Method::POST, "/api/v1/notes", "contacts:write")
+            .counts_against(Method::POST, "/api/v1/notes", ["writes"])
+            .public(Method::GET, "/health")
+    };
+    let router = Router::new()
+        .route("/api/v1/contacts/import", post(|| async { "imported" }))
+        .route("/api/v1/notes", post(|| async { "noted" }))
+        .route("/health", get(|| async { "ok" }))
+        .layer(gate.policy(table()).unwrap());
+    let server = serve(router).await;
+    assert_admitted(
+        &post_as(&server, "/api/v1/contacts/import", "tiny").await,
+        "imported",
+        REQUESTS,
+        r#""requests";r=2;t=36"#,
+    );
+    assert_admitted(
+        &post_as(&server, "/api/v1/notes", "writer").await,
+        "noted",
+        r#""writes";q=2;w=60"#,
+        r#""writes";r=1;t=30"#,
+    );
+    let health = server.send(Method::GET, "/health", &[], "").await;
+    assert_eq!(
+        (health.status, health.header("ratelimit")),
+        (StatusCode::OK, None)
+    );
+
+    // A cost for a route the table lacks, for a public one, or naming an
+    // invalid limit is a build error.
+    for (policy, message) in [
+        (
+            table().cost(Method::GET, "/api/v1/nothing/{id}", 2),
+            r#"invalid route "/api/v1/nothing/{id}": a cost for GET /api/v1/nothing/{id}, which the table does not have"#,
+        ),
+        (
+            table().cost(Method::GET, "/health", 2),
+            r#"invalid route "/health": GET is public: a cost counts against a credential it never has"#,
+        ),
+        (
+            table().counts_against(Method::POST, "/api/v1/notes", ["Writes"]),
+            r#"invalid limit name "Writes": use 1 to 64 of a-z, 0-9, '_', '-', '.', starting with a letter"#,
+        ),
+    ] {
+        assert_eq!(gate.policy(policy).unwrap_err().to_string(), message);
+    }
 }
 
 #[tokio::test]
