@@ -93,6 +93,18 @@ fn hot_path(c: &mut Criterion) {
         stacked("contacts:read"),
         Some(&limited)
     );
+    let quiet = Gate::builder(cache.clone())
+        .rate_limit_headers(false)
+        .build()
+        .expect("gate");
+    serve!(
+        "stacked_hit_one_limit_no_headers",
+        ServiceBuilder::new()
+            .layer(quiet.api_access())
+            .layer(quiet.require_scope("contacts:read").expect("scope"))
+            .service(bare()),
+        Some(&limited)
+    );
 
     // A route policy table in place of the two layers: matching must not
     // grow with the table. The requested route is the table's last.

@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+use std::any::Any;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -242,6 +243,37 @@ pub enum CredentialKind {
 /// A credential holds no secret: neither the token nor its hash. Its `Debug`
 /// output is safe to log.
 ///
+/// A credential's limits, and what the first limiter to count them bound
+/// to them (`limiter.rs`'s states and budgets, opaque here), so that the
+/// credential's later requests look nothing up. Copies of the credential
+/// share it: they are counted under the same key and account.
+pub(crate) struct LimitSet {
+    list: Box<[Limit]>,
+    pub(crate) bound: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl LimitSet {
+    /// The limits, in their order.
+    #[inline]
+    pub(crate) fn limits(&self) -> &[Limit] {
+        &self.list
+    }
+}
+
+impl PartialEq for LimitSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.list == other.list
+    }
+}
+
+impl Eq for LimitSet {}
+
+impl fmt::Debug for LimitSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.list.fmt(f)
+    }
+}
+
 /// See the [module docs](crate::credential) for an example.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credential {
@@ -251,9 +283,9 @@ pub struct Credential {
     scopes: ScopeSet,
     /// Shared by every credential of the same plan (see [`Plans`]).
     entitlements: Entitlements,
-    /// The plan's and the key's limits, by name; `None` for none, so that a
+    /// The plan's and the key's limits; `None` for none, so that a
     /// credential without limits allocates nothing for them.
-    limits: Option<Arc<[Limit]>>,
+    limits: Option<Arc<LimitSet>>,
     expires_at: Option<SystemTime>,
     max_cache_age: Option<Duration>,
 }
@@ -308,7 +340,12 @@ impl Credential {
             list.retain(|l| l.name() != limit.name());
             list.push(limit);
         }
-        self.limits = (!list.is_empty()).then(|| list.into());
+        self.limits = (!list.is_empty()).then(|| {
+            Arc::new(LimitSet {
+                list: list.into(),
+                bound: OnceLock::new(),
+            })
+        });
         self
     }
 
@@ -362,7 +399,13 @@ impl Credential {
     /// The limits the credential is counted against.
     #[inline]
     pub fn limits(&self) -> &[Limit] {
-        self.limits.as_deref().unwrap_or_default()
+        self.limits.as_deref().map_or(&[], LimitSet::limits)
+    }
+
+    /// The limits, with what a limiter bound to them; `None` without limits.
+    #[inline]
+    pub(crate) fn limit_set(&self) -> Option<&LimitSet> {
+        self.limits.as_deref()
     }
 
     /// What a limit counted `per` is counted under: this key's id, or its

@@ -2,13 +2,16 @@
 //! process.
 //!
 //! Private: the model is public in [`limit`](crate::limit). A [`Limiter`]
-//! belongs to one gate. It keeps a state per distinct [`Limit`] (GCRA's
-//! theoretical arrival time for a rate, exact counters for a monthly
-//! quota), found through a table that requests read without a lock (an
-//! `ArcSwap`) and that only a limit seen for the first time rewrites. Each
-//! state keeps its keys in a sharded map (`DashMap`), so requests of
-//! different keys share no lock; requests of one key share one shard, as
-//! they share one budget.
+//! belongs to one gate. It keeps a state per distinct [`Limit`], and in
+//! each state a budget per key or account: one atomic, GCRA's theoretical
+//! arrival time for a rate, the month and the units used in it for a
+//! quota. The first time a credential (the cached object) is counted, the
+//! limiter finds or makes its states and budgets and binds them to it
+//! ([`Bound`], kept in the credential's limits); every later request of that
+//! credential goes straight to its atomics, with no table, map or lock.
+//! Budgets are shared by value: two credentials of one account (or two
+//! copies of one key, before and after a reload) find the same budget in
+//! the state's map. A budget a cached credential holds is never swept.
 //!
 //! GCRA is written here rather than taken from `governor`, which this
 //! module first used: a request counted by an outer layer and then refused
@@ -19,21 +22,21 @@
 //! is the time one unit takes to come back and `τ = burst·T`; it then moves
 //! `tat` to the left side's sum. Giving back moves `tat` back by `n·T`.
 
+use std::borrow::Cow;
 use std::cell::{Cell, OnceCell};
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dashmap::DashMap;
 use http::HeaderValue;
 
-use crate::credential::Credential;
+use crate::credential::{Credential, LimitSet};
 use crate::error::Rejection;
 use crate::limit::{Cost, Limit, LimitKind};
 use crate::render::{ErrorResponse, Render};
@@ -49,9 +52,9 @@ pub(crate) struct Limiter {
     render: Render,
     /// Whether responses carry `RateLimit-Policy` and `RateLimit`.
     headers: bool,
-    states: ArcSwap<Table>,
-    /// Held by whoever adds a state, so that two never race to.
-    adding: Mutex<()>,
+    /// Read only to bind a credential (once per cached credential), so a
+    /// lock is cheap here.
+    states: Mutex<Table>,
     /// Rates count nanoseconds from here, on quanta's clock (the TSC where
     /// it is reliable: a few instructions, no system call).
     origin: quanta::Instant,
@@ -82,13 +85,23 @@ type Table = HashMap<Limit, Arc<State>, BuildHasherDefault<Digest>>;
 
 /// Past this many states (limits seen), the table starts over: a process
 /// whose plans change that often loses budgets rather than memory.
+/// (Credentials bound to a forgotten state count on in it until the cache
+/// drops them.)
 const MAX_STATES: usize = 4096;
 
 /// Refusals are rendered once for each wait up to this many seconds.
 const MEMO_SECONDS: usize = 60;
 
-/// How many checks a thread makes between two sweeps of a state's idle keys.
+/// How many checks a thread makes between two sweeps of idle budgets.
 const SWEEP_EVERY: u32 = 1 << 16;
+
+/// A quota's budget packs the month (16 bits: past the year 7000) over the
+/// units used in it (48 bits); a monthly count above this is counted as
+/// this.
+const USED_MAX: u64 = (1 << 48) - 1;
+
+/// One subject's budget in one state.
+type Budget = Arc<AtomicU64>;
 
 /// One limit's budgets, by key or account.
 struct State {
@@ -97,27 +110,33 @@ struct State {
     /// `'static` string ([`interned`]): cloned per response without
     /// touching a reference count that every request would share.
     policy: HeaderValue,
-    counter: Counter,
+    meter: Meter,
+    budgets: DashMap<Box<str>, Budget>,
     /// The 429 for a wait of `i + 1` seconds, rendered when first sent.
     refusals: [OnceLock<ErrorResponse>; MEMO_SECONDS],
 }
 
-enum Counter {
+/// How a state's budgets count.
+enum Meter {
+    /// GCRA; a budget holds the theoretical arrival time, in nanoseconds
+    /// from the limiter's origin.
     Rate {
-        /// Per key or account: the theoretical arrival time, in
-        /// nanoseconds from the limiter's origin.
-        tat: DashMap<Box<str>, AtomicU64>,
         /// `T`: the nanoseconds one unit takes to come back.
         interval: u64,
         /// `τ`: the burst's worth of nanoseconds.
         tolerance: u64,
     },
-    Monthly {
-        count: u64,
-        /// Per key or account: the month (counted from January 1970) and
-        /// the units used in it.
-        used: DashMap<Box<str>, (u32, u64)>,
-    },
+    /// A budget holds `month << 48 | used`, the month counted from January
+    /// 1970.
+    Monthly { count: u64 },
+}
+
+/// What a limiter found for one credential's limits, in their order: each
+/// limit's state and the credential's budget in it.
+struct Bound {
+    /// The limiter's address: an identity, never dereferenced.
+    limiter: usize,
+    meters: Box<[(Arc<State>, Budget)]>,
 }
 
 /// What counting one limit answered.
@@ -133,8 +152,7 @@ impl Limiter {
         Limiter {
             render,
             headers,
-            states: ArcSwap::default(),
-            adding: Mutex::new(()),
+            states: Mutex::default(),
             origin: quanta::Instant::now(),
         }
     }
@@ -147,21 +165,20 @@ impl Limiter {
         credential: &Credential,
         cost: &Cost,
     ) -> Result<Option<LimitHeaders>, Refused> {
-        let Some(units) = NonZeroU32::new(cost.units) else {
+        let (Some(units), Some(set)) = (NonZeroU32::new(cost.units), credential.limit_set()) else {
             return Ok(None);
         };
-        let table = self.states.load();
+        let meters = self.meters(credential, set);
         let now = self.now();
+        self.sweep_now_and_then(&now);
         let mut headers = self.headers.then(HeaderWriter::default);
-        let counted = credential.limits().iter().filter(|l| cost.counts(l));
-        for (done, limit) in counted.clone().enumerate() {
-            let Some(state) = table.get(limit) else {
-                give_back_first(&table, credential, counted, done, units, &now);
-                return self.count_with_new(credential, cost);
-            };
-            match state.count(credential.subject(limit.per()), units, &now) {
+        let counted = counted(set, &meters, cost);
+        for (done, (state, budget)) in counted.clone().enumerate() {
+            match state.count(budget, units, &now) {
                 Outcome::Spent(wait) => {
-                    give_back_first(&table, credential, counted, done, units, &now);
+                    for (state, budget) in counted.take(done) {
+                        state.give_back(budget, units, &now);
+                    }
                     return Err(self.refused(state, wait));
                 }
                 Outcome::Within { remaining, reset } => {
@@ -177,12 +194,78 @@ impl Limiter {
     /// Gives back what [`count`](Self::count) counted for a request of
     /// `credential` at `cost`, which an inner layer then refused.
     pub(crate) fn give_back(&self, credential: &Credential, cost: &Cost) {
-        let Some(units) = NonZeroU32::new(cost.units) else {
+        let (Some(units), Some(set)) = (NonZeroU32::new(cost.units), credential.limit_set()) else {
             return;
         };
-        let table = self.states.load();
-        let counted = credential.limits().iter().filter(|l| cost.counts(l));
-        give_back_first(&table, credential, counted, usize::MAX, units, &self.now());
+        let meters = self.meters(credential, set);
+        let now = self.now();
+        for (state, budget) in counted(set, &meters, cost) {
+            state.give_back(budget, units, &now);
+        }
+    }
+
+    /// The states and budgets of `credential`'s limits: those bound to it,
+    /// or found (and bound, unless another limiter was first).
+    #[inline]
+    fn meters<'a>(
+        &self,
+        credential: &Credential,
+        set: &'a LimitSet,
+    ) -> Cow<'a, [(Arc<State>, Budget)]> {
+        let id = std::ptr::from_ref(self) as usize;
+        let bound = |set: &'a LimitSet| {
+            set.bound
+                .get()
+                .and_then(|b| b.downcast_ref::<Bound>())
+                .filter(|b| b.limiter == id)
+                .map(|b| Cow::Borrowed(&*b.meters))
+        };
+        if let Some(meters) = bound(set) {
+            return meters;
+        }
+        let meters = self.find(credential);
+        if set.bound.get().is_none() {
+            let _ = set.bound.set(Box::new(Bound {
+                limiter: id,
+                meters: meters.clone(),
+            }));
+        }
+        bound(set).unwrap_or(Cow::Owned(meters.into_vec()))
+    }
+
+    /// Finds or makes the states of `credential`'s limits, and its budgets
+    /// in them. Once per cached credential: it may lock and allocate.
+    #[cold]
+    #[inline(never)]
+    fn find(&self, credential: &Credential) -> Box<[(Arc<State>, Budget)]> {
+        let mut table = self.table();
+        let missing = credential
+            .limits()
+            .iter()
+            .filter(|l| !table.contains_key(*l))
+            .count();
+        if table.len() + missing > MAX_STATES {
+            table.clear();
+        }
+        credential
+            .limits()
+            .iter()
+            .map(|limit| {
+                let state = table
+                    .entry(limit.clone())
+                    .or_insert_with(|| Arc::new(State::new(limit.clone())));
+                let subject = credential.subject(limit.per());
+                let budget = match state.budgets.get(subject) {
+                    Some(budget) => Arc::clone(&budget),
+                    None => Arc::clone(&state.budgets.entry(Box::from(subject)).or_default()),
+                };
+                (Arc::clone(state), budget)
+            })
+            .collect()
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.states.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn now(&self) -> Now {
@@ -194,37 +277,33 @@ impl Limiter {
         }
     }
 
-    /// Adds the states of the credential's limits not seen yet, then counts.
+    /// Every [`SWEEP_EVERY`] checks on a thread, forgets the budgets no
+    /// cached credential holds that are back to full (or in a past month):
+    /// they hold no information.
+    fn sweep_now_and_then(&self, now: &Now) {
+        thread_local! {
+            static CHECKS: Cell<u32> = const { Cell::new(0) };
+        }
+        let due = CHECKS.with(|checks| {
+            let n = checks.get().wrapping_add(1);
+            checks.set(n);
+            n % SWEEP_EVERY == 0
+        });
+        if due {
+            self.sweep(now);
+        }
+    }
+
     #[cold]
     #[inline(never)]
-    fn count_with_new(
-        &self,
-        credential: &Credential,
-        cost: &Cost,
-    ) -> Result<Option<LimitHeaders>, Refused> {
-        {
-            let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
-            let current = self.states.load();
-            let missing: Vec<&Limit> = credential
-                .limits()
-                .iter()
-                .filter(|l| !current.contains_key(*l))
-                .collect();
-            if !missing.is_empty() {
-                let mut table = if current.len() + missing.len() > MAX_STATES {
-                    Table::default()
-                } else {
-                    (**current).clone()
-                };
-                for limit in credential.limits() {
-                    table
-                        .entry(limit.clone())
-                        .or_insert_with(|| Arc::new(State::new(limit.clone())));
-                }
-                self.states.store(Arc::new(table));
-            }
+    fn sweep(&self, now: &Now) {
+        let states: Vec<Arc<State>> = self.table().values().cloned().collect();
+        for state in states {
+            state
+                .budgets
+                .retain(|_, budget| Arc::strong_count(budget) > 1 || !state.idle(budget, now));
+            state.budgets.shrink_to_fit();
         }
-        self.count(credential, cost)
     }
 
     /// The 429 for `state`'s limit and a wait of `wait` seconds.
@@ -232,12 +311,12 @@ impl Limiter {
     fn refused(&self, state: &State, wait: u64) -> Refused {
         let render = || {
             let limit = Arc::clone(state.limit.shared_name());
-            let rejection = match state.counter {
-                Counter::Rate { .. } => Rejection::RateLimited {
+            let rejection = match state.meter {
+                Meter::Rate { .. } => Rejection::RateLimited {
                     limit,
                     retry_after: wait,
                 },
-                Counter::Monthly { .. } => Rejection::QuotaExceeded {
+                Meter::Monthly { .. } => Rejection::QuotaExceeded {
                     limit,
                     retry_after: wait,
                 },
@@ -260,20 +339,18 @@ impl Limiter {
     }
 }
 
-/// Gives back `units` to the first `n` of `limits` (all of them if fewer).
-fn give_back_first<'a>(
-    table: &Table,
-    credential: &Credential,
-    limits: impl Iterator<Item = &'a Limit>,
-    n: usize,
-    units: NonZeroU32,
-    now: &Now,
-) {
-    for limit in limits.take(n) {
-        if let Some(state) = table.get(limit) {
-            state.give_back(credential, units, now);
-        }
-    }
+/// The states and budgets a route counts against, with their limits'
+/// order.
+fn counted<'a>(
+    set: &'a LimitSet,
+    meters: &'a [(Arc<State>, Budget)],
+    cost: &'a Cost,
+) -> impl Iterator<Item = &'a (Arc<State>, Budget)> + Clone {
+    set.limits()
+        .iter()
+        .zip(meters)
+        .filter(|(limit, _)| cost.counts(limit))
+        .map(|(_, meter)| meter)
 }
 
 /// `RateLimit-Policy` and `RateLimit` for what was counted, written as it
@@ -361,7 +438,7 @@ impl Now {
 
 impl State {
     fn new(limit: Limit) -> Self {
-        let counter = match limit.kind() {
+        let meter = match limit.kind() {
             LimitKind::Rate {
                 count,
                 period,
@@ -372,55 +449,46 @@ impl State {
                 // millisecond, which the floor covers.
                 let period = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
                 let interval = (period / u64::from(count.get())).max(1);
-                Counter::Rate {
-                    tat: DashMap::new(),
+                Meter::Rate {
                     interval,
                     tolerance: interval.saturating_mul(u64::from(burst.get())),
                 }
             }
-            LimitKind::Monthly { count } => Counter::Monthly {
-                count,
-                used: DashMap::new(),
+            LimitKind::Monthly { count } => Meter::Monthly {
+                count: count.min(USED_MAX),
             },
         };
         State {
             policy: HeaderValue::from_static(interned(limit.policy_item())),
             limit,
-            counter,
+            meter,
+            budgets: DashMap::new(),
             refusals: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 
-    /// Counts `units` for `subject`.
-    fn count(&self, subject: &str, units: NonZeroU32, now: &Now) -> Outcome {
-        self.sweep_now_and_then(now);
+    /// Counts `units` against `budget`.
+    #[inline]
+    fn count(&self, budget: &AtomicU64, units: NonZeroU32, now: &Now) -> Outcome {
         let units = u64::from(units.get());
-        match &self.counter {
-            Counter::Rate {
-                tat,
+        match self.meter {
+            Meter::Rate {
                 interval,
                 tolerance,
             } => {
-                let cell = match tat.get(subject) {
-                    Some(cell) => cell,
-                    None => tat
-                        .entry(Box::from(subject))
-                        .or_insert_with(|| AtomicU64::new(0))
-                        .downgrade(),
-                };
-                let spend = units.saturating_mul(*interval);
-                if spend > *tolerance {
+                let spend = units.saturating_mul(interval);
+                if spend > tolerance {
                     // More than a burst can never pass: wait a whole one.
-                    return Outcome::Spent(ceil_nanos(*tolerance));
+                    return Outcome::Spent(ceil_nanos(tolerance));
                 }
-                let mut current = cell.load(Ordering::Relaxed);
+                let mut current = budget.load(Ordering::Relaxed);
                 loop {
                     let next = current.max(now.nanos).saturating_add(spend);
                     let ahead = next - now.nanos;
-                    if ahead > *tolerance {
+                    if ahead > tolerance {
                         return Outcome::Spent(ceil_nanos(ahead - tolerance));
                     }
-                    match cell.compare_exchange_weak(
+                    match budget.compare_exchange_weak(
                         current,
                         next,
                         Ordering::Relaxed,
@@ -436,84 +504,76 @@ impl State {
                     }
                 }
             }
-            Counter::Monthly { count, used } => {
+            Meter::Monthly { count } => {
                 let (month, next) = month_of(now.wall());
-                let wait = || {
-                    next.duration_since(now.wall())
-                        .map_or(1, |left| ceil_secs(left).max(1))
-                };
-                let mut cell = match used.get_mut(subject) {
-                    Some(cell) => cell,
-                    None => used.entry(Box::from(subject)).or_insert((month, 0)),
-                };
-                if cell.0 != month {
-                    *cell = (month, 0);
-                }
-                match cell.1.checked_add(units) {
-                    Some(total) if total <= *count => {
-                        cell.1 = total;
-                        Outcome::Within {
-                            remaining: count - total,
-                            reset: wait(),
+                let wait = next
+                    .duration_since(now.wall())
+                    .map_or(1, |left| ceil_secs(left).max(1));
+                let mut current = budget.load(Ordering::Relaxed);
+                loop {
+                    let used = used_in(current, month);
+                    let total = match used.checked_add(units) {
+                        Some(total) if total <= count => total,
+                        _ => return Outcome::Spent(wait),
+                    };
+                    match budget.compare_exchange_weak(
+                        current,
+                        pack(month, total),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => {
+                            return Outcome::Within {
+                                remaining: count - total,
+                                reset: wait,
+                            }
                         }
+                        Err(actual) => current = actual,
                     }
-                    _ => Outcome::Spent(wait()),
                 }
             }
         }
     }
 
-    /// Gives back `units` counted for `credential`.
-    fn give_back(&self, credential: &Credential, units: NonZeroU32, now: &Now) {
-        let subject = credential.subject(self.limit.per());
+    /// Gives back `units` counted against `budget`.
+    fn give_back(&self, budget: &AtomicU64, units: NonZeroU32, now: &Now) {
         let units = u64::from(units.get());
-        match &self.counter {
-            Counter::Rate { tat, interval, .. } => {
-                if let Some(cell) = tat.get(subject) {
-                    let spend = units.saturating_mul(*interval);
-                    // Never behind now: that would bank a burst.
-                    let _ = cell.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |tat| {
-                        Some(tat.saturating_sub(spend).max(now.nanos.min(tat)))
-                    });
+        let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+            Some(match self.meter {
+                // Never behind now: that would bank a burst.
+                Meter::Rate { interval, .. } => current
+                    .saturating_sub(units.saturating_mul(interval))
+                    .max(now.nanos.min(current)),
+                Meter::Monthly { .. } => {
+                    let month = month_of(now.wall()).0;
+                    pack(month, used_in(current, month).saturating_sub(units))
                 }
-            }
-            Counter::Monthly { used, .. } => {
-                let (month, _) = month_of(now.wall());
-                if let Some(mut cell) = used.get_mut(subject) {
-                    if cell.0 == month {
-                        cell.1 = cell.1.saturating_sub(units);
-                    }
-                }
-            }
-        }
+            })
+        });
     }
 
-    /// Every [`SWEEP_EVERY`] checks on a thread, forgets this state's keys
-    /// that are back to a full budget (or in a past month): they hold no
-    /// information.
-    fn sweep_now_and_then(&self, now: &Now) {
-        thread_local! {
-            static CHECKS: Cell<u32> = const { Cell::new(0) };
-        }
-        let due = CHECKS.with(|checks| {
-            let n = checks.get().wrapping_add(1);
-            checks.set(n);
-            n % SWEEP_EVERY == 0
-        });
-        if due {
-            match &self.counter {
-                Counter::Rate { tat, .. } => {
-                    tat.retain(|_, cell| cell.load(Ordering::Relaxed) > now.nanos);
-                    tat.shrink_to_fit();
-                }
-                Counter::Monthly { used, .. } => {
-                    let (month, _) = month_of(now.wall());
-                    used.retain(|_, cell| cell.0 == month);
-                    used.shrink_to_fit();
-                }
-            }
+    /// Whether `budget` is full: it says nothing a new one would not.
+    fn idle(&self, budget: &AtomicU64, now: &Now) -> bool {
+        let current = budget.load(Ordering::Relaxed);
+        match self.meter {
+            Meter::Rate { .. } => current <= now.nanos,
+            Meter::Monthly { .. } => used_in(current, month_of(now.wall()).0) == 0,
         }
     }
+}
+
+/// What a quota's budget has used in `month` (nothing if it holds another).
+fn used_in(budget: u64, month: u32) -> u64 {
+    if budget >> 48 == u64::from(month) {
+        budget & USED_MAX
+    } else {
+        0
+    }
+}
+
+/// A quota's budget: `used` units in `month`.
+fn pack(month: u32, used: u64) -> u64 {
+    (u64::from(month) << 48) | used.min(USED_MAX)
 }
 
 /// Whole seconds in `nanos`, rounded up.
@@ -569,7 +629,7 @@ impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limiter")
             .field("headers", &self.headers)
-            .field("limits", &self.states.load().len())
+            .field("limits", &self.table().len())
             .finish_non_exhaustive()
     }
 }
@@ -678,6 +738,31 @@ mod tests {
         };
         assert_eq!(&**limit, "monthly");
         assert!(*retry_after >= 1 && *retry_after <= 31 * 86_400);
+    }
+
+    #[test]
+    fn copies_and_accounts_share_budgets_that_sweeps_keep() {
+        let limiter = Limiter::new(Render::default(), false);
+        let rate = Limit::rate("requests", 1, Duration::from_secs(3600))
+            .unwrap()
+            .per_account();
+        let first = credential("key_1", [rate.clone()]);
+        // Counted and given back: full, so a sweep would forget it, but
+        // `first` holds it.
+        assert!(limiter.count(&first, &Cost::default()).is_ok());
+        limiter.give_back(&first, &Cost::default());
+        limiter.sweep(&limiter.now());
+        assert!(limiter.count(&first, &Cost::default()).is_ok());
+        // A reloaded copy of the key (a new object), another key of the
+        // account, and a clone all count against that budget.
+        for same in [
+            credential("key_1", [rate.clone()]),
+            credential("key_2", [rate]),
+            first.clone(),
+        ] {
+            let (refused, _) = limiter.count(&same, &Cost::default()).unwrap_err();
+            assert!(matches!(refused.rejection(), Rejection::RateLimited { .. }));
+        }
     }
 
     #[test]

@@ -78,22 +78,11 @@ impl AuthServer {
             eprintln!("skipping: the OAuth tests need their authorization server: {why}");
             return None;
         }
-        let mut child = Command::new("node")
-            .arg("server.mjs")
-            .current_dir(AUTH_SERVER_DIR)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start node");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout
-            .read_line(&mut line)
-            .expect("the server's first line");
-        // oidc-provider logs notices to stdout: keep reading, so that its
-        // writes never fail on a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        // A node that has not printed its URLs within 30 s is stuck (seen
+        // once in a full run, with no CPU spent): start another, once.
+        let (child, line) = (0..2)
+            .find_map(|_| Self::spawn(Duration::from_secs(30)))
+            .expect("the authorization server printed no URLs within 30 s, twice");
         let urls: Value = serde_json::from_str(&line).expect("the server prints its URLs");
         Some(AuthServer {
             issuer: urls["issuer"].as_str().expect("issuer").to_owned(),
@@ -105,6 +94,37 @@ impl AuthServer {
                 .build()
                 .expect("client"),
         })
+    }
+
+    /// Starts `node server.mjs` and reads its first line (its URLs), or kills
+    /// it after `within`.
+    fn spawn(within: Duration) -> Option<(std::process::Child, String)> {
+        let mut child = Command::new("node")
+            .arg("server.mjs")
+            .current_dir(AUTH_SERVER_DIR)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = stdout.read_line(&mut line);
+            let _ = sender.send(read.map(|_| line));
+            // oidc-provider logs notices to stdout: keep reading, so that its
+            // writes never fail on a closed pipe.
+            std::io::copy(&mut stdout, &mut std::io::sink())
+        });
+        match receiver.recv_timeout(within) {
+            Ok(Ok(line)) if !line.is_empty() => Some((child, line)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                None
+            }
+        }
     }
 
     /// A client-credentials token of `client` for `resource`.
