@@ -12,7 +12,7 @@
 //! - `security` on every operation: the scopes that satisfy it, implied ones
 //!   included (one requirement object per alternative), `[]` on a public
 //!   operation, and `{}` first on an optional one;
-//! - its 400, 401, 403 and 503 responses as the layer renders them: the
+//! - its 400, 401, 403, 429 and 503 responses as the layer renders them: the
 //!   exact bodies as examples, their headers (`WWW-Authenticate`,
 //!   `Retry-After`, …), and the error envelope's schema (`ScopegateError`)
 //!   when the bodies are in it (a custom renderer's are documented by their
@@ -344,6 +344,7 @@ impl ApiSecurity {
             .iter()
             .chain([&fixed.missing, &fixed.invalid_token])
             .chain(rule.refusals())
+            .chain(fixed.limit_examples())
             .chain([&fixed.unavailable]);
         let mut by_status: BTreeMap<u16, Vec<&ErrorResponse>> = BTreeMap::new();
         for refusal in refusals {
@@ -355,7 +356,16 @@ impl ApiSecurity {
         let mut envelope_used = false;
         for (status, refusals) in by_status {
             let description = describe(status, rule, optional);
-            let (response, envelope) = response(description, &refusals);
+            let (mut response, envelope) = response(description, &refusals);
+            if status == 429 {
+                // Added to the 429 as to every counted response.
+                for name in ["RateLimit-Policy", "RateLimit"] {
+                    response
+                        .headers
+                        .entry(name.to_owned())
+                        .or_insert_with(|| RefOr::T(Header::new(string_schema())));
+                }
+            }
             envelope_used |= envelope;
             let responses = &mut operation.responses.responses;
             let merged = match responses.get(&status.to_string()) {
@@ -491,6 +501,7 @@ fn describe(status: u16, rule: &Rule, optional: bool) -> String {
             (Some(name), false) => format!("The workspace's plan lacks the `{name}` entitlement."),
             (None, _) => "The credential lacks a scope this operation requires.".to_owned(),
         },
+        429 => "A rate limit or quota of the credential's plan is spent: retry after `Retry-After` seconds (`RateLimit-Policy` and `RateLimit` name it). Only credentials whose plan has limits get it.".to_owned(),
         503 => "The credentials could not be checked: retry after `Retry-After` seconds.".to_owned(),
         _ => "Refused by scopegate.".to_owned(),
     }
@@ -942,7 +953,31 @@ mod tests {
         assert_eq!(feed["security"], json!([{}, {"bearerAuth": []}]));
         // An optional route refuses a bad token, but never for a scope or plan.
         let statuses: Vec<&String> = feed["responses"].as_object().unwrap().keys().collect();
-        assert_eq!(statuses, ["200", "400", "401", "503"]);
+        // A token sent may be counted against its plan's limits: 429 too.
+        assert_eq!(statuses, ["200", "400", "401", "429", "503"]);
+        assert_eq!(
+            feed["responses"]["429"]["content"]["application/json"]["examples"],
+            json!({
+                "rate_limited": {"value": {"error": {"type": "rate_limited",
+                    "message": "Rate limit exceeded for 'requests'. Retry after 3 seconds."}}},
+                "quota_exceeded": {"value": {"error": {"type": "quota_exceeded",
+                    "message": "Quota exceeded for 'monthly'. Retry after 86400 seconds."}}}
+            })
+        );
+        let headers: Vec<&String> = feed["responses"]["429"]["headers"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                "Cache-Control",
+                "RateLimit",
+                "RateLimit-Policy",
+                "Retry-After"
+            ]
+        );
         let me = operation(&d, "get", "/me");
         assert_eq!(
             me["responses"]["403"]["content"]["application/json"]["examples"],

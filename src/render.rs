@@ -375,6 +375,10 @@ pub(crate) struct FixedResponses {
     malformed: [ErrorResponse; Malformed::ALL.len()],
     pub(crate) unavailable: ErrorResponse,
     pub(crate) no_route: ErrorResponse,
+    /// A spent rate limit and a spent quota, as examples for documents (a
+    /// real 429 names its own limit and wait).
+    #[cfg(feature = "openapi")]
+    limits: [ErrorResponse; 2],
 }
 
 impl FixedResponses {
@@ -387,7 +391,24 @@ impl FixedResponses {
             malformed: Malformed::ALL.map(|m| make(Rejection::Malformed(m))),
             unavailable: make(Rejection::StoreUnavailable),
             no_route: make(Rejection::NoRoute),
+            #[cfg(feature = "openapi")]
+            limits: [
+                make(Rejection::RateLimited {
+                    limit: "requests".into(),
+                    retry_after: 3,
+                }),
+                make(Rejection::QuotaExceeded {
+                    limit: "monthly".into(),
+                    retry_after: 86_400,
+                }),
+            ],
         }
+    }
+
+    /// Example 429s: a rate limit's and a quota's.
+    #[cfg(feature = "openapi")]
+    pub(crate) fn limit_examples(&self) -> &[ErrorResponse] {
+        &self.limits
     }
 
     /// Every `invalid_request` response, one per [`Malformed`] reason.

@@ -1,8 +1,8 @@
 //! `/openapi.json` of the example server says what the server does: for
 //! every operation it documents, a token without the documented scopes gets
-//! the documented 403, byte for byte, a token with them is let through, and
-//! no token gets the documented 401. (CI also runs schemathesis against it:
-//! `.ci/schemathesis.sh`.)
+//! the documented 403, byte for byte, a token with them is let through, no
+//! token gets the documented 401, and a spent limit gets the documented 429.
+//! (CI also runs schemathesis against it: `.ci/schemathesis.sh`.)
 
 mod common;
 
@@ -104,4 +104,39 @@ async fn every_documented_operation_is_enforced_as_documented() {
     }
     // Five operations for each of the four CRUD resources, two for guides.
     assert_eq!(checked, 22);
+}
+
+/// The 429 every protected operation documents is the one the tiny plan
+/// gets, but for the limit's wait (an example's is 3 seconds).
+#[tokio::test]
+async fn a_spent_limit_is_the_documented_429() {
+    let server = common::serve(app::App::new("test-admin").router().expect("router")).await;
+    let doc = server
+        .send(Method::GET, "/openapi.json", &[], "")
+        .await
+        .json();
+    let operation = &doc["paths"]["/api/v1/contacts"]["get"];
+    let documented = example(operation, "429", "rate_limited");
+    assert_eq!(
+        documented,
+        r#"{"error":{"type":"rate_limited","message":"Rate limit exceeded for 'requests'. Retry after 3 seconds."}}"#
+    );
+    let headers = operation["responses"]["429"]["headers"]
+        .as_object()
+        .expect("headers");
+    for name in ["Retry-After", "RateLimit-Policy", "RateLimit"] {
+        assert!(headers.contains_key(name), "{name}");
+    }
+    let tiny = "ohk_demo_tiny_limits";
+    for _ in 0..5 {
+        assert_eq!(
+            server.get("/api/v1/contacts", tiny).await.status,
+            StatusCode::OK
+        );
+    }
+    let reply = server.get("/api/v1/contacts", tiny).await;
+    reply.assert_rejected(429, &documented.replace("3 seconds", "12 seconds"), None);
+    for name in ["retry-after", "ratelimit-policy", "ratelimit"] {
+        assert!(reply.header(name).is_some(), "{name}");
+    }
 }
