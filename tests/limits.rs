@@ -33,8 +33,8 @@ fn per_minute(name: &str, count: u32) -> Limit {
 }
 
 /// `tiny` and `tiny2` (one workspace, all scopes, 5 requests a minute per
-/// key, 3 a month for the workspace only when `monthly` is set), `reader`
-/// (no `contacts:write`), `free` (no `api-access`).
+/// key), `reader` (no `contacts:write`), `writer` (`contacts:write` only, 5
+/// requests and 2 writes a minute), `free` (no `api-access`).
 fn keys() -> MemoryStore {
     let keys = MemoryStore::new();
     let key = |id: &str, account: &str, scopes: &[&str]| {
@@ -46,6 +46,11 @@ fn keys() -> MemoryStore {
     keys.insert_token("tiny", key("key_tiny", "ws_tiny", &ALL_SCOPES));
     keys.insert_token("tiny2", key("key_tiny2", "ws_tiny", &ALL_SCOPES));
     keys.insert_token("reader", key("key_reader", "ws_read", &["contacts:read"]));
+    keys.insert_token(
+        "writer",
+        key("key_writer", "ws_write", &["contacts:write"])
+            .with_limits([per_minute("requests", 5), per_minute("writes", 2)]),
+    );
     keys.insert_token(
         "free",
         key("key_free", "ws_free", &ALL_SCOPES).with_entitlements(Vec::<String>::new()),
@@ -184,13 +189,6 @@ async fn grpc_clients_get_resource_exhausted_trailers_only() {
 #[tokio::test]
 async fn a_route_counts_its_cost_against_the_limits_it_names() {
     let keys = keys();
-    keys.insert_token(
-        "writer",
-        Credential::new("key_writer", "ws_write", CredentialKind::ApiKey)
-            .with_scopes(ScopeSet::parse(["contacts:write"]).unwrap())
-            .with_entitlements(["api-access"])
-            .with_limits([per_minute("requests", 5), per_minute("writes", 2)]),
-    );
     let server = server(&keys).await;
 
     // An import costs 3 of the 5; a second one does not fit (it would
@@ -245,13 +243,6 @@ async fn a_route_counts_its_cost_against_the_limits_it_names() {
 #[tokio::test]
 async fn a_route_policy_prices_its_routes() {
     let keys = keys();
-    keys.insert_token(
-        "writer",
-        Credential::new("key_writer", "ws_write", CredentialKind::ApiKey)
-            .with_scopes(ScopeSet::parse(["contacts:write"]).unwrap())
-            .with_entitlements(["api-access"])
-            .with_limits([per_minute("requests", 5), per_minute("writes", 2)]),
-    );
     let gate = Gate::new(CachedStore::new(keys));
     let table = || {
         RoutePolicy::new()
