@@ -52,12 +52,35 @@ pub(crate) struct Core {
 /// refuses the request gives the units back; one with another cost gives
 /// them back and counts its own. Layers of another gate keep budgets of
 /// their own and count separately.
-#[derive(Clone)]
+#[derive(Clone)] // `Extensions` requires it.
 struct Counted {
     /// The gate's address: an identity, never dereferenced (an `Arc` here
     /// would be a reference count every request of the gate shares).
     gate: usize,
     cost: Cost,
+}
+
+/// What a decision changes of the request's [`Counted`] note.
+enum Mark {
+    Keep,
+    /// This gate's count was given back.
+    Forget,
+    /// This gate counted: the note replaces any other.
+    Set(Counted),
+}
+
+impl Mark {
+    fn apply<B>(self, request: &mut Request<B>) {
+        match self {
+            Mark::Keep => {}
+            Mark::Forget => {
+                request.extensions_mut().remove::<Counted>();
+            }
+            Mark::Set(counted) => {
+                request.extensions_mut().insert(counted);
+            }
+        }
+    }
 }
 
 /// What a layer checks.
@@ -139,17 +162,16 @@ impl Guard {
         };
         if let Some(credential) = request.extensions().get::<Arc<Credential>>() {
             let mut verdict = self.judge(rule, request, credential);
+            let mut mark = Mark::Keep;
             if !credential.limits().is_empty() {
-                let credential = Arc::clone(credential);
-                verdict = self.recount(rule, request, &credential, verdict);
+                (verdict, mark) = self.recount(rule, request, credential, verdict);
             }
             // The layer that resolved it counted the request allowed.
             #[cfg(feature = "metrics")]
-            if let (Verdict::Deny(..), Some(credential)) =
-                (&verdict, request.extensions().get::<Arc<Credential>>())
-            {
+            if let Verdict::Deny(..) = verdict {
                 crate::metrics::overruled(credential);
             }
+            mark.apply(request);
             return Decision::Now(verdict);
         }
 
@@ -260,7 +282,9 @@ impl Guard {
         // request spends nothing.
         if !credential.limits().is_empty() {
             if let Verdict::Allow(headers) = verdict {
-                verdict = self.count(rule, request, &credential, headers);
+                let mark;
+                (verdict, mark) = self.count(rule, request, &credential, headers);
+                mark.apply(request);
             }
         }
         if let Verdict::Allow(_) = verdict {
@@ -275,30 +299,33 @@ impl Guard {
     }
 
     /// Counts a request the rule allowed against its credential's limits:
-    /// allowed with the limit headers added, or the 429. What was counted
-    /// goes into the extensions, for an inner layer to give back.
+    /// allowed with the limit headers added, or the 429; and what to note
+    /// in the extensions, for an inner layer to give back.
     fn count<'a, B>(
         &'a self,
         rule: &Rule,
-        request: &mut Request<B>,
+        request: &Request<B>,
         credential: &Credential,
         mut headers: Option<Box<AddedHeaders>>,
-    ) -> Verdict<'a> {
+    ) -> (Verdict<'a>, Mark) {
         let cost = rule.cost();
         match self.core.limiter.count(credential, cost) {
             Ok(limits) => {
                 add_limit_headers(&mut headers, limits);
-                if cost.units > 0 {
-                    request.extensions_mut().insert(Counted {
+                let mark = if cost.units > 0 {
+                    Mark::Set(Counted {
                         gate: self.gate(),
                         cost: cost.clone(),
-                    });
-                }
-                Verdict::Allow(headers)
+                    })
+                } else {
+                    Mark::Keep
+                };
+                (Verdict::Allow(headers), mark)
             }
             Err((refused, limits)) => {
                 add_limit_headers(&mut headers, limits);
-                self.refuse(request, Cow::Owned(refused), Some(credential), headers)
+                let verdict = self.refuse(request, Cow::Owned(refused), Some(credential), headers);
+                (verdict, Mark::Keep)
             }
         }
     }
@@ -313,28 +340,30 @@ impl Guard {
     fn recount<'a, B>(
         &'a self,
         rule: &Rule,
-        request: &mut Request<B>,
+        request: &Request<B>,
         credential: &Credential,
         verdict: Verdict<'a>,
-    ) -> Verdict<'a> {
+    ) -> (Verdict<'a>, Mark) {
         let ours = request
             .extensions()
             .get::<Counted>()
             .filter(|counted| counted.gate == self.gate());
         if let Some(counted) = ours {
             if matches!(verdict, Verdict::Allow(_)) && counted.cost == *rule.cost() {
-                return verdict;
+                return (verdict, Mark::Keep);
             }
-            if let Some(Counted { cost, .. }) = request.extensions_mut().remove::<Counted>() {
-                self.core.limiter.give_back(credential, &cost);
-            }
+            self.core.limiter.give_back(credential, &counted.cost);
         }
-        match verdict {
+        let (verdict, mark) = match verdict {
             Verdict::Allow(mut headers) => {
                 headers.get_or_insert_with(Box::default).recounted = true;
                 self.count(rule, request, credential, headers)
             }
-            deny => deny,
+            deny => (deny, Mark::Keep),
+        };
+        match (ours, mark) {
+            (Some(_), Mark::Keep) => (verdict, Mark::Forget),
+            (_, mark) => (verdict, mark),
         }
     }
 

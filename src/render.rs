@@ -346,16 +346,11 @@ impl AddedHeaders {
     }
 
     fn apply_to(&self, headers: &mut HeaderMap, limits: bool) {
-        let limits = if limits {
-            [&self.policy, &self.limit]
-        } else {
-            [&None, &None]
-        };
         for (name, value) in [
-            (&X_OAUTH_SCOPES, &self.granted),
-            (&X_ACCEPTED_OAUTH_SCOPES, &self.accepted),
-            (&RATELIMIT_POLICY, limits[0]),
-            (&RATELIMIT, limits[1]),
+            (&X_OAUTH_SCOPES, self.granted.as_ref()),
+            (&X_ACCEPTED_OAUTH_SCOPES, self.accepted.as_ref()),
+            (&RATELIMIT_POLICY, self.policy.as_ref().filter(|_| limits)),
+            (&RATELIMIT, self.limit.as_ref().filter(|_| limits)),
         ] {
             if let Some(value) = value {
                 if let Entry::Vacant(entry) = headers.entry(name) {

@@ -23,10 +23,11 @@ use crate::scope::{CompiledRequirement, Implications, Requirement, Scope};
 #[derive(Clone)]
 pub(crate) struct Rule {
     entitlement: Option<(Arc<str>, ErrorResponse)>,
-    scopes: Option<Arc<ScopeRule>>,
+    scopes: Option<ScopeRule>,
     cost: Cost,
 }
 
+#[derive(Clone)]
 struct ScopeRule {
     requirement: CompiledRequirement,
     /// A rendered rejection for each scope the requirement can name.
@@ -172,12 +173,12 @@ impl Rules {
                     || render(Rejection::StoreUnavailable),
                     |(_, response)| response.clone(),
                 );
-                Arc::new(ScopeRule {
+                ScopeRule {
                     denied,
                     fallback,
                     accepted: scope_list(requirement.accepted().iter()),
                     requirement,
-                })
+                }
             }),
             cost: Cost::default(),
         }
