@@ -16,8 +16,9 @@ st --version
 cargo build --quiet --all-features --example onboardinghub
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=$(mktemp)
-# Keys in memory: the run creates and deletes records, never touching a database.
-env -u DATABASE_URL -u OAUTH_ISSUER ADDR="127.0.0.1:$port" \
+# Keys in memory, limits in the process: the run creates and deletes records,
+# never touching a database or Redis.
+env -u DATABASE_URL -u OAUTH_ISSUER -u REDIS_URL ADDR="127.0.0.1:$port" \
   "$CARGO_TARGET_DIR/debug/examples/onboardinghub" >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT

@@ -28,6 +28,12 @@ use tower::{Layer, ServiceBuilder};
 const READ_ONLY: &str = "ohk_bench_readonly_23456789abcdef0123456789";
 const FREE_PLAN: &str = "ohk_bench_freeplan_23456789abcdef0123456789";
 const UNKNOWN: &str = "ohk_bench_unknown0_23456789abcdef0123456789";
+/// Keys of their own for the other gates' limited benches: a cached
+/// credential is bound to the first gate that counts it, and another gate
+/// would look its budgets up on every request.
+const LIMITED_QUIET: &str = "ohk_bench_limitedq_3456789abcdef0123456789";
+#[cfg(feature = "redis")]
+const LIMITED_CLUSTER: &str = "ohk_bench_limitedc_3456789abcdef0123456789";
 
 fn hot_path(c: &mut Criterion) {
     let rt = runtime();
@@ -41,8 +47,23 @@ fn hot_path(c: &mut Criterion) {
         LIMITED,
         with_limit(credential("key_limited", &SCOPES, true)),
     );
+    keys.insert_token(
+        LIMITED_QUIET,
+        with_limit(credential("key_limited_quiet", &SCOPES, true)),
+    );
+    #[cfg(feature = "redis")]
+    keys.insert_token(
+        LIMITED_CLUSTER,
+        with_limit(credential("key_limited_cluster", &SCOPES, true)),
+    );
     let cache = CachedStore::new(keys.clone());
-    warm(&rt, &cache, &[TOKEN, READ_ONLY, FREE_PLAN, LIMITED]);
+    warm(
+        &rt,
+        &cache,
+        &[TOKEN, READ_ONLY, FREE_PLAN, LIMITED, LIMITED_QUIET],
+    );
+    #[cfg(feature = "redis")]
+    warm(&rt, &cache, &[LIMITED_CLUSTER]);
     let gate = Gate::new(cache.clone());
     let (all, read_only, free, unknown, limited) = (
         bearer(TOKEN),
@@ -103,8 +124,37 @@ fn hot_path(c: &mut Criterion) {
             .layer(quiet.api_access())
             .layer(quiet.require_scope("contacts:read").expect("scope"))
             .service(bare()),
-        Some(&limited)
+        Some(&bearer(LIMITED_QUIET))
     );
+    // The same limit in cluster mode, shared over the Redis at REDIS_URL:
+    // the sync task runs on this runtime, between the requests, and its
+    // rounds count in the time.
+    #[cfg(feature = "redis")]
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        let redis = scopegate::cluster::RedisLimits::new(&url)
+            .expect("REDIS_URL")
+            .prefix("scopegate_bench");
+        let cluster = Gate::builder(cache.clone())
+            .cluster(redis)
+            .build()
+            .expect("gate");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !cluster.cluster_status().is_some_and(|s| s.connected()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Redis at REDIS_URL does not answer"
+            );
+            rt.block_on(tokio::time::sleep(Duration::from_millis(10)));
+        }
+        serve!(
+            "stacked_hit_one_limit_cluster",
+            ServiceBuilder::new()
+                .layer(cluster.api_access())
+                .layer(cluster.require_scope("contacts:read").expect("scope"))
+                .service(bare()),
+            Some(&bearer(LIMITED_CLUSTER))
+        );
+    }
 
     // A route policy table in place of the two layers: matching must not
     // grow with the table. The requested route is the table's last.

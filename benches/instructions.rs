@@ -12,6 +12,7 @@
 //! instructions per request. `benches/instructions.sh`
 //! does that for every variant. Variants: `bare`, `stacked_hit`,
 //! `stacked_hit_one_limit`, `stacked_hit_one_limit_no_headers`,
+//! `stacked_hit_one_limit_cluster` (with `--features redis`),
 //! `reject_401_missing`, `reject_401_unknown`, `reject_403_scope`.
 
 mod support;
@@ -82,6 +83,27 @@ fn main() {
             let service = ServiceBuilder::new()
                 .layer(quiet.api_access())
                 .layer(quiet.require_scope("contacts:read").expect("scope"))
+                .service(bare());
+            run(&rt, service, Some(&limited), n)
+        }
+        // Cluster mode's hot path: its sync task is spawned on a runtime
+        // that never runs, so only the requests count (in the state before
+        // Redis first answers, which takes the same path: a share of 1).
+        #[cfg(feature = "redis")]
+        "stacked_hit_one_limit_cluster" => {
+            let side = runtime();
+            let cluster = {
+                let _side = side.enter();
+                let redis = scopegate::cluster::RedisLimits::new("redis://127.0.0.1:1")
+                    .expect("a Redis URL");
+                Gate::builder(cache.clone())
+                    .cluster(redis)
+                    .build()
+                    .expect("gate")
+            };
+            let service = ServiceBuilder::new()
+                .layer(cluster.api_access())
+                .layer(cluster.require_scope("contacts:read").expect("scope"))
                 .service(bare());
             run(&rt, service, Some(&limited), n)
         }

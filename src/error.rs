@@ -583,6 +583,10 @@ pub enum ConfigError {
     },
     /// A limit name is invalid.
     Limit(LimitError),
+    /// Cluster mode cannot start: the Redis URL is invalid, or the gate is
+    /// built outside a Tokio runtime.
+    #[cfg(feature = "redis")]
+    Cluster(String),
     /// A route requires a scope outside the policy's scope catalog.
     UnknownScope {
         /// The scope.
@@ -610,6 +614,8 @@ impl fmt::Display for ConfigError {
                     "duplicate route: {method} {pattern} is already in the policy"
                 )
             }
+            #[cfg(feature = "redis")]
+            ConfigError::Cluster(reason) => write!(f, "cluster mode: {reason}"),
             ConfigError::UnknownScope { scope, pattern } => {
                 write!(
                     f,

@@ -35,6 +35,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::{CachedStore, Resolver};
+#[cfg(feature = "redis")]
+use crate::cluster::{ClusterStatus, RedisLimits};
 use crate::error::{ConfigError, Messages, RenderRejection, API_ACCESS};
 use crate::guard::{Check, Core, Guard};
 use crate::layer::{EntitlementLayer, OptionalLayer, PolicyLayer, ScopeLayer};
@@ -66,7 +68,9 @@ struct GateInner {
 impl Gate {
     /// A gate with the default configuration in front of `cache`.
     pub fn new<S: CredentialStore + 'static>(cache: CachedStore<S>) -> Self {
-        GateBuilder::new(cache).into_gate(Implications::default())
+        let builder = GateBuilder::new(cache);
+        let limiter = Limiter::new(builder.render.clone(), builder.rate_limit_headers);
+        builder.into_gate(Implications::default(), limiter)
     }
 
     /// Starts configuring a gate in front of `cache`. Keep a clone of the
@@ -100,6 +104,14 @@ impl Gate {
     /// characters other than visible ASCII.
     pub fn require_entitlement(&self, entitlement: &str) -> Result<EntitlementLayer, ConfigError> {
         Ok(self.entitlement_layer(entitlement_name(entitlement)?))
+    }
+
+    /// Cluster mode's state: whether Redis answers and how many instances
+    /// share the limits; `None` unless the gate was built with
+    /// [`GateBuilder::cluster`].
+    #[cfg(feature = "redis")]
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        self.inner.core.limiter.shared().map(ClusterStatus::of)
     }
 
     /// A layer that requires the `api-access` entitlement: the one every API
@@ -180,6 +192,8 @@ pub struct GateBuilder {
     token_filter: Option<fn(&[u8]) -> bool>,
     usage: Option<Arc<dyn UsageRecorder>>,
     entitlement: Option<String>,
+    #[cfg(feature = "redis")]
+    cluster: Option<crate::cluster::RedisLimits>,
 }
 
 impl GateBuilder {
@@ -193,6 +207,8 @@ impl GateBuilder {
             token_filter: None,
             usage: None,
             entitlement: None,
+            #[cfg(feature = "redis")]
+            cluster: None,
         }
     }
 
@@ -290,6 +306,16 @@ impl GateBuilder {
         self
     }
 
+    /// Shares the limits with the service's other instances through Redis
+    /// ([cluster mode](crate::cluster)) instead of keeping them in this
+    /// process alone. [`build`](Self::build) then starts the sync task, so
+    /// it must run inside a Tokio runtime.
+    #[cfg(feature = "redis")]
+    pub fn cluster(mut self, redis: crate::cluster::RedisLimits) -> Self {
+        self.cluster = Some(redis);
+        self
+    }
+
     /// Renders rejections with `renderer` instead of the documented bodies,
     /// wherever it returns `Some`; see [`RenderRejection`].
     pub fn renderer(mut self, renderer: impl RenderRejection) -> Self {
@@ -304,7 +330,8 @@ impl GateBuilder {
     /// [`ConfigError::Scope`] when an implication names an invalid scope;
     /// [`ConfigError::Header`] when the realm or the metadata URL cannot be
     /// quoted in a header (empty, `"`, `\`, or not visible ASCII);
-    /// [`ConfigError::Entitlement`] for an invalid default entitlement.
+    /// [`ConfigError::Entitlement`] for an invalid default entitlement;
+    /// `ConfigError::Cluster` in cluster mode outside a Tokio runtime.
     pub fn build(self) -> Result<Gate, ConfigError> {
         let mut implications = Implications::default();
         for (granted, implied) in &self.implications {
@@ -314,17 +341,25 @@ impl GateBuilder {
             entitlement_name(name)?;
         }
         self.render.validate()?;
-        Ok(self.into_gate(implications))
+        #[cfg(feature = "redis")]
+        let shared = self.cluster.clone().map(RedisLimits::start).transpose()?;
+        let limiter = Limiter::new(self.render.clone(), self.rate_limit_headers);
+        #[cfg(feature = "redis")]
+        let limiter = match shared {
+            Some(shared) => limiter.with_shared(shared),
+            None => limiter,
+        };
+        Ok(self.into_gate(implications, limiter))
     }
 
-    fn into_gate(self, implications: Implications) -> Gate {
+    fn into_gate(self, implications: Implications, limiter: Limiter) -> Gate {
         let core = Core {
             fixed: FixedResponses::new(&self.render),
             resolver: self.resolver,
             token_filter: self.token_filter,
             usage: self.usage,
             scope_headers: self.scope_headers,
-            limiter: Limiter::new(self.render.clone(), self.rate_limit_headers),
+            limiter,
         };
         let entitlement = self.entitlement.map(Arc::from);
         Gate {

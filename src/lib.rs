@@ -134,6 +134,8 @@
 mod bearer;
 pub mod body;
 pub mod cache;
+#[cfg(feature = "redis")]
+pub mod cluster;
 pub mod credential;
 pub mod error;
 #[cfg(any(feature = "axum", feature = "tonic"))]

@@ -18,7 +18,9 @@
 //! Rate limits use GCRA (the algorithm of `governor` and `redis-cell`):
 //! `count` per `period` sustained, up to `burst` at once (`count` unless
 //! set). Quotas count exactly, per calendar month in UTC. Both are kept in
-//! the process, per gate, with no lock that all requests share.
+//! the process, per gate, with no lock that all requests share; in cluster
+//! mode (feature `redis`, module `cluster`) the instances of a service also
+//! share them through Redis.
 //!
 //! # Example
 //!

@@ -13,6 +13,13 @@
 //! copies of one key, before and after a reload) find the same budget in
 //! the state's map. A budget a cached credential holds is never swept.
 //!
+//! In cluster mode (feature `redis`), an admitted request also adds its
+//! units to its budget's `pending`, and `sync.rs` is what the gate's sync
+//! task ([`cluster`](crate::cluster)) reads and writes back; while Redis is
+//! unreachable, each check counts this instance's share. A limiter is told
+//! apart by an id rather than its address, so one built where a dropped
+//! one lived never takes its bindings.
+//!
 //! GCRA is written here rather than taken from `governor`, which this
 //! module first used: a request counted by an outer layer and then refused
 //! by an inner one (its scope) must get its units back, and `governor` has
@@ -41,6 +48,11 @@ use crate::error::Rejection;
 use crate::limit::{Cost, Limit, LimitKind};
 use crate::render::{ErrorResponse, Render};
 
+#[cfg(feature = "redis")]
+mod sync;
+#[cfg(feature = "redis")]
+pub(crate) use sync::{Report, Shared, Watched};
+
 /// The `RateLimit-Policy` and `RateLimit` values of one response.
 pub(crate) type LimitHeaders = (HeaderValue, HeaderValue);
 
@@ -58,6 +70,12 @@ pub(crate) struct Limiter {
     /// Rates count nanoseconds from here, on quanta's clock (the TSC where
     /// it is reliable: a few instructions, no system call).
     origin: quanta::Instant,
+    /// Unique in the process, unlike an address: a limiter made where a
+    /// dropped one was must not take the credentials it bound for its own.
+    id: u64,
+    /// Cluster mode: what the gate's sync task reads and writes.
+    #[cfg(feature = "redis")]
+    shared: Option<Arc<Shared>>,
 }
 
 /// Limits hash to the digest they carry: hashing it again would be waste.
@@ -92,6 +110,11 @@ const MAX_STATES: usize = 4096;
 /// Refusals are rendered once for each wait up to this many seconds.
 const MEMO_SECONDS: usize = 60;
 
+/// The `Retry-After` of a quota refused by an instance's share while Redis
+/// is unreachable (or the month's end, if sooner): the quota may have room
+/// once Redis answers again.
+const FALLBACK_QUOTA_WAIT: u64 = 60;
+
 /// How many checks a thread makes between two sweeps of idle budgets.
 const SWEEP_EVERY: u32 = 1 << 16;
 
@@ -100,8 +123,35 @@ const SWEEP_EVERY: u32 = 1 << 16;
 /// this.
 const USED_MAX: u64 = (1 << 48) - 1;
 
-/// One subject's budget in one state.
-type Budget = Arc<AtomicU64>;
+/// One subject's budget in one state: its value, and in cluster mode what
+/// the sync task needs.
+pub(crate) struct Budget {
+    /// A rate's theoretical arrival time, or a quota's month and use.
+    value: AtomicU64,
+    /// Cluster mode: units admitted here and not yet reported.
+    pending: AtomicU64,
+    /// Cluster mode: whether the sync task holds this budget.
+    #[cfg(feature = "redis")]
+    watched: std::sync::atomic::AtomicBool,
+    /// Cluster mode: the key's or account's id, which names the budget in
+    /// Redis.
+    #[cfg(feature = "redis")]
+    subject: Box<str>,
+}
+
+impl Budget {
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    fn new(subject: &str) -> Self {
+        Budget {
+            value: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            watched: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "redis")]
+            subject: Box::from(subject),
+        }
+    }
+}
 
 /// One limit's budgets, by key or account.
 struct State {
@@ -111,7 +161,7 @@ struct State {
     /// touching a reference count that every request would share.
     policy: HeaderValue,
     meter: Meter,
-    budgets: DashMap<Box<str>, Budget>,
+    budgets: DashMap<Box<str>, Arc<Budget>>,
     /// The 429 for a wait of `i + 1` seconds, rendered when first sent.
     refusals: [OnceLock<ErrorResponse>; MEMO_SECONDS],
 }
@@ -134,9 +184,9 @@ enum Meter {
 /// What a limiter found for one credential's limits, in their order: each
 /// limit's state and the credential's budget in it.
 struct Bound {
-    /// The limiter's address: an identity, never dereferenced.
-    limiter: usize,
-    meters: Box<[(Arc<State>, Budget)]>,
+    /// The limiter's [`id`](Limiter::id).
+    limiter: u64,
+    meters: Box<[(Arc<State>, Arc<Budget>)]>,
 }
 
 /// What counting one limit answered.
@@ -149,12 +199,42 @@ enum Outcome {
 
 impl Limiter {
     pub(crate) fn new(render: Render, headers: bool) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         Limiter {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
             render,
             headers,
             states: Mutex::default(),
             origin: quanta::Instant::now(),
+            #[cfg(feature = "redis")]
+            shared: None,
         }
+    }
+
+    /// This limiter in cluster mode: `shared` is what it and the gate's sync
+    /// task share.
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_shared(mut self, shared: Arc<Shared>) -> Self {
+        self.origin = shared.origin;
+        self.shared = Some(shared);
+        self
+    }
+
+    /// What the limiter shares with its sync task, in cluster mode.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared(&self) -> Option<&Shared> {
+        self.shared.as_deref()
+    }
+
+    /// 1, or in cluster mode while Redis is unreachable, the number of
+    /// instances.
+    #[inline]
+    fn share(&self) -> u32 {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            return shared.share();
+        }
+        1
     }
 
     /// Counts a request of `credential` costing `cost` against each of its
@@ -171,13 +251,14 @@ impl Limiter {
         let meters = self.meters(credential, set);
         let now = self.now();
         self.sweep_now_and_then(&now);
+        let share = self.share();
         let mut headers = self.headers.then(HeaderWriter::default);
         let counted = counted(set, &meters, cost);
         for (done, (state, budget)) in counted.clone().enumerate() {
-            match state.count(budget, units, &now) {
+            match state.count(budget, units, &now, share) {
                 Outcome::Spent(wait) => {
                     for (state, budget) in counted.take(done) {
-                        state.give_back(budget, units, &now);
+                        state.give_back(budget, units, &now, share);
                     }
                     return Err(self.refused(state, wait));
                 }
@@ -186,6 +267,12 @@ impl Limiter {
                         headers.add(state, remaining, reset);
                     }
                 }
+            }
+        }
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            for (state, budget) in counted {
+                shared.admitted(state, budget, units);
             }
         }
         Ok(headers.and_then(HeaderWriter::finish))
@@ -198,9 +285,13 @@ impl Limiter {
             return;
         };
         let meters = self.meters(credential, set);
-        let now = self.now();
+        let (now, share) = (self.now(), self.share());
         for (state, budget) in counted(set, &meters, cost) {
-            state.give_back(budget, units, &now);
+            state.give_back(budget, units, &now, share);
+            #[cfg(feature = "redis")]
+            if self.shared.is_some() {
+                Shared::given_back(budget, units);
+            }
         }
     }
 
@@ -211,8 +302,8 @@ impl Limiter {
         &self,
         credential: &Credential,
         set: &'a LimitSet,
-    ) -> Cow<'a, [(Arc<State>, Budget)]> {
-        let id = std::ptr::from_ref(self) as usize;
+    ) -> Cow<'a, [(Arc<State>, Arc<Budget>)]> {
+        let id = self.id;
         let bound = |set: &'a LimitSet| {
             set.bound
                 .get()
@@ -237,7 +328,7 @@ impl Limiter {
     /// in them. Once per cached credential: it may lock and allocate.
     #[cold]
     #[inline(never)]
-    fn find(&self, credential: &Credential) -> Box<[(Arc<State>, Budget)]> {
+    fn find(&self, credential: &Credential) -> Box<[(Arc<State>, Arc<Budget>)]> {
         let mut table = self.table();
         let missing = credential
             .limits()
@@ -257,11 +348,37 @@ impl Limiter {
                 let subject = credential.subject(limit.per());
                 let budget = match state.budgets.get(subject) {
                     Some(budget) => Arc::clone(&budget),
-                    None => Arc::clone(&state.budgets.entry(Box::from(subject)).or_default()),
+                    None => Arc::clone(
+                        &state
+                            .budgets
+                            .entry(Box::from(subject))
+                            .or_insert_with(|| Arc::new(self.new_budget(state, subject))),
+                    ),
                 };
                 (Arc::clone(state), budget)
             })
             .collect()
+    }
+
+    /// A budget no credential used yet. In cluster mode, with Redis
+    /// answering, a rate's starts with this instance's share of the burst
+    /// only, until the sync task's first round says what the others used.
+    fn new_budget(&self, state: &State, subject: &str) -> Budget {
+        let budget = Budget::new(subject);
+        #[cfg(feature = "redis")]
+        if let (Some(shared), Meter::Rate { tolerance, .. }) = (&self.shared, &state.meter) {
+            let (connected, instances) = shared.status();
+            if connected && instances > 1 {
+                let others = u64::from(instances - 1);
+                let ahead = tolerance / u64::from(instances) * others;
+                budget
+                    .value
+                    .store(self.now().nanos.saturating_add(ahead), Ordering::Relaxed);
+            }
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = state;
+        budget
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -343,9 +460,9 @@ impl Limiter {
 /// order.
 fn counted<'a>(
     set: &'a LimitSet,
-    meters: &'a [(Arc<State>, Budget)],
+    meters: &'a [(Arc<State>, Arc<Budget>)],
     cost: &'a Cost,
-) -> impl Iterator<Item = &'a (Arc<State>, Budget)> + Clone {
+) -> impl Iterator<Item = &'a (Arc<State>, Arc<Budget>)> + Clone {
     set.limits()
         .iter()
         .zip(meters)
@@ -467,28 +584,32 @@ impl State {
         }
     }
 
-    /// Counts `units` against `budget`.
+    /// Counts `units` against `budget`, this instance's `share`: 1, or in
+    /// cluster mode while Redis is unreachable, the number of instances
+    /// (each then admits its part of the rate, and of what was left of the
+    /// quota when Redis last answered).
     #[inline]
-    fn count(&self, budget: &AtomicU64, units: NonZeroU32, now: &Now) -> Outcome {
+    fn count(&self, budget: &Budget, units: NonZeroU32, now: &Now, share: u32) -> Outcome {
         let units = u64::from(units.get());
         match self.meter {
             Meter::Rate {
                 interval,
                 tolerance,
             } => {
+                let (interval, tolerance) = shared_rate(interval, tolerance, share);
                 let spend = units.saturating_mul(interval);
                 if spend > tolerance {
                     // More than a burst can never pass: wait a whole one.
                     return Outcome::Spent(ceil_nanos(tolerance));
                 }
-                let mut current = budget.load(Ordering::Relaxed);
+                let mut current = budget.value.load(Ordering::Relaxed);
                 loop {
                     let next = current.max(now.nanos).saturating_add(spend);
                     let ahead = next - now.nanos;
                     if ahead > tolerance {
                         return Outcome::Spent(ceil_nanos(ahead - tolerance));
                     }
-                    match budget.compare_exchange_weak(
+                    match budget.value.compare_exchange_weak(
                         current,
                         next,
                         Ordering::Relaxed,
@@ -509,14 +630,22 @@ impl State {
                 let wait = next
                     .duration_since(now.wall())
                     .map_or(1, |left| ceil_secs(left).max(1));
-                let mut current = budget.load(Ordering::Relaxed);
+                let mut current = budget.value.load(Ordering::Relaxed);
                 loop {
                     let used = used_in(current, month);
                     let total = match used.checked_add(units) {
                         Some(total) if total <= count => total,
                         _ => return Outcome::Spent(wait),
                     };
-                    match budget.compare_exchange_weak(
+                    if share > 1 {
+                        // Units not yet reported are this instance's own.
+                        let own = budget.pending.load(Ordering::Relaxed);
+                        let left = count - used.saturating_sub(own);
+                        if own + units > left / u64::from(share) {
+                            return Outcome::Spent(FALLBACK_QUOTA_WAIT.min(wait));
+                        }
+                    }
+                    match budget.value.compare_exchange_weak(
                         current,
                         pack(month, total),
                         Ordering::Relaxed,
@@ -535,31 +664,50 @@ impl State {
         }
     }
 
-    /// Gives back `units` counted against `budget`.
-    fn give_back(&self, budget: &AtomicU64, units: NonZeroU32, now: &Now) {
+    /// Gives back `units` counted against `budget` at `share`.
+    fn give_back(&self, budget: &Budget, units: NonZeroU32, now: &Now, share: u32) {
         let units = u64::from(units.get());
-        let _ = budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
-            Some(match self.meter {
-                // Never behind now: that would bank a burst.
-                Meter::Rate { interval, .. } => current
-                    .saturating_sub(units.saturating_mul(interval))
-                    .max(now.nanos.min(current)),
-                Meter::Monthly { .. } => {
-                    let month = month_of(now.wall()).0;
-                    pack(month, used_in(current, month).saturating_sub(units))
-                }
-            })
-        });
+        let _ = budget
+            .value
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |current| {
+                Some(match self.meter {
+                    // Never behind now: that would bank a burst.
+                    Meter::Rate {
+                        interval,
+                        tolerance,
+                    } => {
+                        let interval = shared_rate(interval, tolerance, share).0;
+                        current
+                            .saturating_sub(units.saturating_mul(interval))
+                            .max(now.nanos.min(current))
+                    }
+                    Meter::Monthly { .. } => {
+                        let month = month_of(now.wall()).0;
+                        pack(month, used_in(current, month).saturating_sub(units))
+                    }
+                })
+            });
     }
 
     /// Whether `budget` is full: it says nothing a new one would not.
-    fn idle(&self, budget: &AtomicU64, now: &Now) -> bool {
-        let current = budget.load(Ordering::Relaxed);
+    fn idle(&self, budget: &Budget, now: &Now) -> bool {
+        let current = budget.value.load(Ordering::Relaxed);
         match self.meter {
             Meter::Rate { .. } => current <= now.nanos,
             Meter::Monthly { .. } => used_in(current, month_of(now.wall()).0) == 0,
         }
     }
+}
+
+/// A rate's `T` and `τ` for one instance of `share`: `share` times the
+/// interval, and a burst divided by `share` (one unit at least).
+#[inline]
+fn shared_rate(interval: u64, tolerance: u64, share: u32) -> (u64, u64) {
+    if share <= 1 {
+        return (interval, tolerance);
+    }
+    let interval = interval.saturating_mul(u64::from(share));
+    (interval, tolerance.max(interval))
 }
 
 /// What a quota's budget has used in `month` (nothing if it holds another).
@@ -781,5 +929,62 @@ mod tests {
         let (policy, left) = strings(limiter.count(&key, &Cost::default()).unwrap());
         assert_eq!(policy, r#""requests";q=100;w=60, "writes";q=1;w=60"#);
         assert_eq!(left, r#""requests";r=96;t=3, "writes";r=0;t=60"#);
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn cut_off_from_the_cluster_an_instance_admits_its_share() {
+        let shared = Arc::new(Shared::new("t", 2));
+        let limiter = Limiter::new(Render::default(), false).with_shared(Arc::clone(&shared));
+        let rate = Limit::rate("requests", 40, Duration::from_secs(60)).unwrap();
+        let quota = Limit::monthly("monthly", 10).unwrap();
+        let (key, other) = (credential("key_1", [rate]), credential("key_2", [quota]));
+        let admitted = |credential: &Credential, n: usize| {
+            (0..n)
+                .filter(|_| limiter.count(credential, &Cost::default()).is_ok())
+                .count()
+        };
+        // Half the burst, half the quota; a quota refused by its share says
+        // to come back in a minute.
+        assert_eq!(admitted(&key, 30), 20);
+        assert_eq!(admitted(&other, 10), 5);
+        let (refused, _) = limiter.count(&other, &Cost::default()).unwrap_err();
+        assert_eq!(refused.rejection().retry_after(), Some(FALLBACK_QUOTA_WAIT));
+        // Redis answers: the whole quota, what is left of it.
+        shared.set_connected(true, 2);
+        assert_eq!(admitted(&other, 10), 5);
+
+        // The task reports the 10 units and writes back what Redis says:
+        // 25 of the month's units used (others counted 15).
+        let mut watched = shared.take_new();
+        assert_eq!(watched.len(), 2, "each budget handed over once");
+        let wall = SystemTime::now();
+        for budget in &mut watched {
+            let report = budget.report(wall);
+            let answer = match report.kind {
+                "m" => {
+                    assert_eq!(report.units, 10);
+                    assert!(
+                        report.key.starts_with("t:m:monthly:k:key_2:"),
+                        "{}",
+                        report.key
+                    );
+                    25
+                }
+                _ => {
+                    assert_eq!(
+                        (report.key.as_str(), report.units),
+                        ("t:r:requests:k:key_1", 20)
+                    );
+                    assert_eq!(report.param, 1_500_000.0, "µs per unit");
+                    // Redis: 60 s ahead, the whole burst spent elsewhere.
+                    60_000_000
+                }
+            };
+            budget.apply(&report, answer, shared.now_nanos(), wall);
+        }
+        assert!(limiter.count(&other, &Cost::default()).is_err());
+        assert!(limiter.count(&key, &Cost::default()).is_err());
+        assert!(shared.take_new().is_empty(), "still watched");
     }
 }

@@ -540,6 +540,7 @@ async fn a_silently_cut_listener_link_is_noticed_and_no_revoked_key_outlives_it(
                 format!("postgres://postgres@{}:5432/postgres", net.far(202)),
             )
             .env_remove("OAUTH_ISSUER")
+            .env_remove("REDIS_URL")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -37,6 +37,9 @@ pub struct App {
     keys: Keys,
     admin: TokenHash,
     sessions: Arc<developer::Sessions>,
+    /// Cluster mode: the limits shared with the other instances.
+    #[cfg(feature = "redis")]
+    cluster: Option<scopegate::cluster::RedisLimits>,
 }
 
 /// Where API keys live: in memory (the default), or in PostgreSQL shared by
@@ -259,6 +262,8 @@ impl App {
             keys,
             admin: TokenHash::of(admin_token),
             sessions: Arc::default(),
+            #[cfg(feature = "redis")]
+            cluster: None,
         })
     }
 
@@ -311,7 +316,17 @@ impl App {
             keys,
             admin: TokenHash::of(admin_token),
             sessions: Arc::default(),
+            #[cfg(feature = "redis")]
+            cluster: None,
         })
+    }
+
+    /// Shares the plans' limits with the other instances through `redis`
+    /// (cluster mode) instead of counting them in this process.
+    #[cfg(feature = "redis")]
+    pub fn with_cluster(mut self, redis: scopegate::cluster::RedisLimits) -> Self {
+        self.cluster = Some(redis);
+        self
     }
 
     /// The gate: every route's scope layer also requires the plan's
@@ -325,6 +340,11 @@ impl App {
             Keys::Postgres { cache, usage, .. } => {
                 Gate::builder(cache.clone()).usage_recorder(usage.clone())
             }
+        };
+        #[cfg(feature = "redis")]
+        let builder = match &self.cluster {
+            Some(redis) => builder.cluster(redis.clone()),
+            None => builder,
         };
         builder.entitlement(scopegate::error::API_ACCESS).build()
     }

@@ -6,6 +6,7 @@
 //! ADDR=127.0.0.1:3107 ADMIN_TOKEN=s3cret cargo run --example onboardinghub
 //! cargo run --example onboardinghub --features metrics   # and GET /metrics
 //! cargo run --example onboardinghub --features openapi   # and GET /openapi.json
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --example onboardinghub --features redis   # limits shared by instances
 //! curl -H "Authorization: Bearer ohk_demo_all_scopes" http://127.0.0.1:3000/api/v1/contacts
 //! ```
 //!
@@ -60,13 +61,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         }
         Err(_) => in_memory(&admin_token, oauth.as_ref())?,
     };
+    let app = limits_mode(app)?;
     let mut router = app.router()?;
-    // Cluster mode (limits shared over Redis) is not built yet: say so when
-    // asked for it.
-    if std::env::var_os("REDIS_URL").is_some() {
-        eprintln!("REDIS_URL is set, but limits shared over Redis are not available yet: counting in this process");
-    }
-    println!("rate limits: local mode (counted in this process); ohk_demo_tiny_limits gets 5 requests a minute");
     // Benchmark tooling: benches/e2e.sh's baseline. Off unless asked for.
     if std::env::var_os("BENCH_UNPROTECTED").is_some_and(|v| v == "1") {
         eprintln!(
@@ -93,6 +89,32 @@ async fn main() -> Result<(), Box<dyn Error>> {
         })
         .await?;
     Ok(())
+}
+
+/// Cluster mode with `REDIS_URL` (and the `redis` feature), otherwise local
+/// mode; says which.
+fn limits_mode(app: app::App) -> Result<app::App, Box<dyn Error>> {
+    const TINY: &str = "ohk_demo_tiny_limits gets 5 requests a minute";
+    match std::env::var("REDIS_URL") {
+        #[cfg(feature = "redis")]
+        Ok(url) => {
+            let redis = scopegate::cluster::RedisLimits::new(&url)
+                .map_err(|e| format!("REDIS_URL: {e}"))?;
+            // Not the URL: it may carry a password.
+            println!("rate limits: cluster mode (shared over Redis at REDIS_URL by every instance); {TINY} in all");
+            Ok(app.with_cluster(redis))
+        }
+        #[cfg(not(feature = "redis"))]
+        Ok(_) => {
+            eprintln!("REDIS_URL is set, but this build lacks the redis feature: limits are counted in this process (cargo run --example onboardinghub --features redis)");
+            println!("rate limits: local mode (counted in this process); {TINY}");
+            Ok(app)
+        }
+        Err(_) => {
+            println!("rate limits: local mode (counted in this process); {TINY}");
+            Ok(app)
+        }
+    }
 }
 
 /// The app with its keys in memory.

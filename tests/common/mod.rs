@@ -232,6 +232,8 @@ impl Example {
             .env("ADDR", "127.0.0.1:0")
             .env("ADMIN_TOKEN", admin)
             .env("RUST_LOG", "trace")
+            // Local mode unless a test asks for cluster mode.
+            .env_remove("REDIS_URL")
             .envs(env.iter().copied())
             .env_remove("DATABASE_URL")
             .stdout(Stdio::piped())

@@ -1,0 +1,402 @@
+//! Cluster mode: the instances of a service share their plan limits
+//! through Redis (feature `redis`).
+//!
+//! Requests are still counted in the process, on the hot path, with no
+//! wait on Redis. A task per gate reports what each budget admitted to
+//! Redis every round ([`RedisLimits::sync_every`], 10 ms by default), in
+//! one script call, and writes back the budget all instances share. Rates
+//! are GCRA in Redis too (the theoretical arrival time, on Redis's clock);
+//! quotas are a counter per month, so usage persists in Redis across
+//! restarts.
+//!
+//! # Accuracy
+//!
+//! An instance learns of the others' requests one round late, so the
+//! instances together can admit more than a limit by what they admit in
+//! about a round, plus, when a budget was idle everywhere, a burst each.
+//! BENCHMARKS.md measures four instances on one Redis: within a few percent
+//! once warm. A restarted instance counts a quota from Redis after its
+//! first round with the budget; what it admitted in that round is counted
+//! too, but may pass the quota. A crash loses what was admitted since the
+//! last round (at most one round's worth; measured in BENCHMARKS.md).
+//!
+//! # When Redis is unreachable
+//!
+//! Each instance then admits its share: a rate of `L` per period becomes
+//! `L/n` (the burst too, one request at least), and a quota the `n`th part
+//! of what was left when Redis last answered; `n` is
+//! [`RedisLimits::instances`] if set, or the instances Redis last saw (each
+//! writes a heartbeat). Never unlimited, never a 5xx: a request over the
+//! share is a 429 like any other (a quota's says to retry in a minute).
+//! Until Redis first answers, an instance admits its share too. The task
+//! reconnects on its own (backing off to 2 s) and the full limits come
+//! back with the first answer; quota units counted meanwhile are reported
+//! then, nothing is lost.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use scopegate::cluster::RedisLimits;
+//! use scopegate::{CachedStore, Gate, MemoryStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), scopegate::error::ConfigError> {
+//! let cache = CachedStore::new(MemoryStore::new());
+//! let gate = Gate::builder(cache)
+//!     .cluster(RedisLimits::new("redis://127.0.0.1:6379")?.instances(4))
+//!     .build()?; // inside a Tokio runtime: the sync task starts here
+//! let status = gate.cluster_status().expect("cluster mode");
+//! println!("Redis answering: {}, instances: {}", status.connected(), status.instances());
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, Script};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::error::ConfigError;
+use crate::limiter::{Report, Shared, Watched};
+
+/// Adds each budget's units to its shared budget and answers it: a rate's
+/// microseconds ahead of Redis's clock, a quota's units used this month.
+const SYNC: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local kind, units, param = ARGV[3 * i - 2], tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  if kind == 'r' then
+    local tat = tonumber(redis.call('GET', key) or now)
+    if units > 0 then
+      if tat < now then tat = now end
+      tat = tat + units * param
+      redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+    end
+    out[i] = math.max(0, math.floor(tat - now))
+  elseif units > 0 then
+    out[i] = redis.call('INCRBY', key, units)
+    redis.call('EXPIRE', key, param)
+  else
+    out[i] = tonumber(redis.call('GET', key) or 0)
+  end
+end
+return out
+";
+
+/// Writes this instance's heartbeat and answers how many instances wrote
+/// one within the window.
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+";
+
+/// Budgets per script call.
+const CHUNK: usize = 256;
+
+/// How often an instance writes its heartbeat, and how long one counts.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+const HEARTBEAT_WINDOW: Duration = Duration::from_secs(3);
+
+/// The first and the longest wait between two connection attempts.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+
+/// Where and how a gate shares its limits; give it to
+/// [`GateBuilder::cluster`](crate::gate::GateBuilder::cluster). See the [module
+/// docs](crate::cluster).
+#[derive(Clone)]
+#[must_use]
+pub struct RedisLimits {
+    client: Client,
+    prefix: String,
+    sync_every: Duration,
+    timeout: Duration,
+    instances: Option<NonZeroU32>,
+}
+
+impl RedisLimits {
+    /// Limits shared through the Redis at `url` (`redis://host:port/db`,
+    /// `rediss://` needs redis's TLS features). Nothing connects yet.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Cluster`] when `url` is not a Redis URL.
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
+        let client = Client::open(url)
+            // Not the error's text: it may quote the URL, password and all.
+            .map_err(|_| {
+                ConfigError::Cluster("not a Redis URL (redis://host:port/db)".to_owned())
+            })?;
+        Ok(RedisLimits {
+            client,
+            prefix: "scopegate".to_owned(),
+            sync_every: Duration::from_millis(10),
+            timeout: Duration::from_millis(200),
+            instances: None,
+        })
+    }
+
+    /// What the keys in Redis start with (default `scopegate`): services
+    /// whose limits must not mix use different prefixes.
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        prefix.clone_into(&mut self.prefix);
+        self
+    }
+
+    /// How often budgets are reported to Redis (default 10 ms; 1 ms at
+    /// least). Shorter is more exact and costs Redis more calls.
+    pub fn sync_every(mut self, every: Duration) -> Self {
+        self.sync_every = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a connection attempt or a round may take before Redis is
+    /// taken to be unreachable (default 200 ms).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How many instances share the limits while Redis is unreachable
+    /// (each then admits `1/n` of them). Unset, the number Redis last saw;
+    /// set it when instances may start while Redis is down (they would
+    /// otherwise count on 1).
+    pub fn instances(mut self, n: u32) -> Self {
+        self.instances = NonZeroU32::new(n);
+        self
+    }
+
+    /// Starts the sync task on the current Tokio runtime; it ends when the
+    /// gate is dropped.
+    pub(crate) fn start(self) -> Result<Arc<Shared>, ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ConfigError::Cluster(
+                "cluster mode starts its sync task on a Tokio runtime: build the gate inside one"
+                    .to_owned(),
+            )
+        })?;
+        let fallback = self.instances.map_or(1, NonZeroU32::get);
+        let shared = Arc::new(Shared::new(&self.prefix, fallback));
+        runtime.spawn(run(self, Arc::downgrade(&shared)));
+        Ok(shared)
+    }
+}
+
+impl fmt::Debug for RedisLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The address only: the URL may carry a password.
+        f.debug_struct("RedisLimits")
+            .field("addr", &self.client.get_connection_info().addr())
+            .field("prefix", &self.prefix)
+            .field("sync_every", &self.sync_every)
+            .field("timeout", &self.timeout)
+            .field("instances", &self.instances)
+            .finish()
+    }
+}
+
+/// Cluster mode's state, from [`Gate::cluster_status`](crate::Gate::cluster_status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    connected: bool,
+    instances: u32,
+}
+
+impl ClusterStatus {
+    pub(crate) fn of(shared: &Shared) -> Self {
+        let (connected, instances) = shared.status();
+        ClusterStatus {
+            connected,
+            instances,
+        }
+    }
+
+    /// Whether Redis answered the last round: the limits are shared. If
+    /// not, this instance admits its share.
+    pub fn connected(&self) -> bool {
+        self.connected
+    }
+
+    /// The instances the limits are shared by: those Redis last saw, or
+    /// [`RedisLimits::instances`] when set and Redis is unreachable.
+    pub fn instances(&self) -> u32 {
+        self.instances
+    }
+}
+
+/// The sync task: a round every `sync_every` until the gate is dropped.
+async fn run(config: RedisLimits, shared: Weak<Shared>) {
+    let id = instance_id();
+    let (sync, heartbeat) = (Script::new(SYNC), Script::new(HEARTBEAT));
+    let instances_key = format!("{}:instances", config.prefix);
+    let connection_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.timeout))
+        .set_response_timeout(Some(config.timeout));
+    let mut connection: Option<MultiplexedConnection> = None;
+    let mut watched: HashMap<usize, Watched> = HashMap::new();
+    let (mut next_attempt, mut backoff) = (Instant::now(), RECONNECT_MIN);
+    let mut next_heartbeat = Instant::now();
+    let mut seen = config.instances.map_or(1, NonZeroU32::get);
+    let mut ticks = tokio::time::interval(config.sync_every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        for budget in shared.take_new() {
+            watched.entry(budget.id()).or_insert(budget);
+        }
+        if connection.is_none() && Instant::now() >= next_attempt {
+            let attempt = config
+                .client
+                .get_multiplexed_async_connection_with_config(&connection_config);
+            match tokio::time::timeout(config.timeout, attempt).await {
+                Ok(Ok(connected)) => {
+                    connection = Some(connected);
+                    backoff = RECONNECT_MIN;
+                    next_heartbeat = Instant::now();
+                }
+                _ => {
+                    next_attempt = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                }
+            }
+        }
+        let answered = match &mut connection {
+            Some(redis) => {
+                let mut answered = round(redis, &sync, &mut watched, &shared).await;
+                if answered && Instant::now() >= next_heartbeat {
+                    let mut call = heartbeat.key(&instances_key);
+                    call.arg(&id).arg(HEARTBEAT_WINDOW.as_millis() as u64);
+                    let count = call.invoke_async::<u32>(redis);
+                    match tokio::time::timeout(config.timeout, count).await {
+                        Ok(Ok(count)) => {
+                            seen = count.max(1);
+                            next_heartbeat = Instant::now() + HEARTBEAT_EVERY;
+                        }
+                        _ => answered = false,
+                    }
+                }
+                answered
+            }
+            None => false,
+        };
+        if answered {
+            shared.set_connected(true, seen);
+        } else {
+            if connection.take().is_some() {
+                next_attempt = Instant::now() + backoff;
+            }
+            for budget in watched.values() {
+                budget.unreported();
+            }
+            shared.set_connected(false, config.instances.map_or(seen, NonZeroU32::get));
+        }
+        watched.retain(|_, budget| !budget.release());
+    }
+}
+
+/// One round: every watched budget's units reported, its shared budget
+/// written back. `false` if Redis did not answer (the reports then go back).
+async fn round(
+    redis: &mut MultiplexedConnection,
+    sync: &Script,
+    watched: &mut HashMap<usize, Watched>,
+    shared: &Shared,
+) -> bool {
+    let mut budgets: Vec<&mut Watched> = watched.values_mut().collect();
+    let mut answered = true;
+    for chunk in budgets.chunks_mut(CHUNK) {
+        let wall = SystemTime::now();
+        let reports: Vec<Report> = chunk.iter_mut().map(|b| b.report(wall)).collect();
+        let answers = if answered {
+            let mut call = sync.prepare_invoke();
+            for report in &reports {
+                call.key(&report.key)
+                    .arg(report.kind)
+                    .arg(report.units)
+                    .arg(report.param);
+            }
+            call.invoke_async::<Vec<i64>>(redis).await.ok()
+        } else {
+            None
+        };
+        match answers.filter(|a| a.len() == reports.len()) {
+            Some(answers) => {
+                let (now, wall) = (shared.now_nanos(), SystemTime::now());
+                for ((budget, report), answer) in chunk.iter_mut().zip(&reports).zip(answers) {
+                    budget.apply(report, answer, now, wall);
+                }
+            }
+            None => {
+                answered = false;
+                for (budget, report) in chunk.iter().zip(&reports) {
+                    budget.failed(report);
+                }
+            }
+        }
+    }
+    answered
+}
+
+/// A random name for this instance's heartbeat.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    // Without randomness, the clock: instances need only differ.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes = (nanos as u64).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CachedStore, Gate, MemoryStore};
+
+    #[test]
+    fn a_bad_url_and_a_missing_runtime_are_config_errors() {
+        let bad = RedisLimits::new("http://127.0.0.1:6379").unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "cluster mode: not a Redis URL (redis://host:port/db)"
+        );
+        let outside = Gate::builder(CachedStore::new(MemoryStore::new()))
+            .cluster(RedisLimits::new("redis://127.0.0.1:6379").unwrap())
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&outside, ConfigError::Cluster(reason) if reason.contains("Tokio runtime")),
+            "{outside}"
+        );
+    }
+
+    #[test]
+    fn debug_leaves_the_password_out() {
+        let redis = RedisLimits::new("redis://scopegate:s3cret-pass@127.0.0.1:6380/2")
+            .unwrap()
+            .instances(3);
+        let debug = format!("{redis:?}");
+        assert!(!debug.contains("s3cret-pass"), "{debug}");
+        assert!(
+            debug.contains("6380") && debug.contains("instances: Some(3)"),
+            "{debug}"
+        );
+    }
+}
