@@ -8,6 +8,12 @@
 //!   type made by [`scope_type!`](crate::scope_type)), or the exact 403.
 //! - [`RequestExt`]: `request.credential()` on a `tonic::Request`.
 //!
+//! An extractor's refusal counts in the metrics (feature `metrics`) as a
+//! layer's does, once, as rejected. It comes after the layers counted the
+//! request against the credential's [limits](crate::limit), which keep
+//! those units: where a refused request must spend nothing, require the
+//! scope with a layer.
+//!
 //! # Example
 //!
 //! ```
@@ -229,7 +235,7 @@ mod axum_impls {
         type Rejection = Refused;
 
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refused> {
-            credential(parts).ok_or(Refused(Rejection::MissingCredential))
+            credential(parts).ok_or_else(|| refused(Rejection::MissingCredential, None))
         }
     }
 
@@ -245,7 +251,9 @@ mod axum_impls {
         type Rejection = Refused;
 
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refused> {
-            let credential = credential(parts).ok_or(Refused(Rejection::MissingCredential))?;
+            let Some(credential) = credential(parts) else {
+                return Err(refused(Rejection::MissingCredential, None));
+            };
             // Valid by `scope_type!`. Should the process's scope registry be
             // full, no credential can hold the scope: refused as the server's
             // fault, 503 (fail closed).
@@ -253,10 +261,29 @@ mod axum_impls {
                 Ok(scope) if credential.scopes().contains(scope) => {
                     Ok(RequireScope(credential, PhantomData))
                 }
-                Ok(scope) => Err(Refused(Rejection::InsufficientScope(scope))),
-                Err(_) => Err(Refused(Rejection::StoreUnavailable)),
+                Ok(scope) => Err(refused(
+                    Rejection::InsufficientScope(scope),
+                    Some(&credential),
+                )),
+                Err(_) => Err(refused(Rejection::StoreUnavailable, Some(&credential))),
             }
         }
+    }
+
+    /// A refusal, counted by the metrics (feature `metrics`) as the layers
+    /// count theirs: a request a layer let through with `credential` is
+    /// overruled, so it counts once, as rejected.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    fn refused(rejection: Rejection, credential: Option<&Authenticated>) -> Refused {
+        #[cfg(feature = "metrics")]
+        {
+            let credential = credential.map(|c| &*c.0);
+            if let Some(credential) = credential {
+                crate::metrics::overruled(credential);
+            }
+            crate::metrics::rejected(rejection.kind(), credential);
+        }
+        Refused(rejection)
     }
 }
 

@@ -14,8 +14,17 @@ use common::serve;
 
 #[tokio::test]
 async fn metrics_count_each_decision_once_and_hold_no_secret() {
-    // And a public route behind an optional layer, of a gate of its own.
-    let public = scopegate::Gate::new(scopegate::CachedStore::new(scopegate::MemoryStore::new()));
+    // And a public route behind an optional layer, of a gate of its own;
+    // with the `axum` feature, a handler's `RequireScope` refusing a key
+    // that gate let through.
+    let keys = scopegate::MemoryStore::new();
+    keys.insert_token(
+        "ohk_extracted_reader",
+        scopegate::Credential::new("key_x", "ws_x", scopegate::CredentialKind::ApiKey)
+            .with_scopes(scopegate::ScopeSet::parse(["contacts:read"]).unwrap())
+            .with_entitlements(["api-access"]),
+    );
+    let public = scopegate::Gate::new(scopegate::CachedStore::new(keys));
     let router = app::App::new("test-admin")
         .router()
         .unwrap()
@@ -24,6 +33,19 @@ async fn metrics_count_each_decision_once_and_hold_no_secret() {
             axum::routing::get(|| async { "hello" }).route_layer(public.optional()),
         )
         .merge(app::metrics_route().unwrap());
+    #[cfg(feature = "axum")]
+    let router = {
+        scopegate::scope_type!(ContactsWrite = "contacts:write");
+        router.route(
+            "/extracted",
+            axum::routing::get(|_: scopegate::extract::RequireScope<ContactsWrite>| async {
+                "written"
+            })
+            .route_layer(public.api_access()),
+        )
+    };
+    // What the extractor adds to the counts below.
+    let extracted = if cfg!(feature = "axum") { 1.0 } else { 0.0 };
     let server = serve(router).await;
     let status = |path: &'static str, token: &'static str| {
         let server = &server;
@@ -53,6 +75,8 @@ async fn metrics_count_each_decision_once_and_hold_no_secret() {
     assert_eq!(missing.status.as_u16(), 401);
     let anonymous = server.send(http::Method::GET, "/public", &[], "").await;
     assert_eq!(anonymous.status.as_u16(), 200);
+    #[cfg(feature = "axum")]
+    assert_eq!(status("/extracted", "ohk_extracted_reader").await, 403);
 
     let reply = server.get("/metrics", "").await;
     assert_eq!(reply.status.as_u16(), 200);
@@ -69,9 +93,10 @@ async fn metrics_count_each_decision_once_and_hold_no_secret() {
         ))
     };
     assert_eq!(decisions("allowed", "none", "api_key"), Some(3.0), "{text}");
+    // The extractor's refusal counts once, as rejected: not also allowed.
     assert_eq!(
         decisions("rejected", "insufficient_scope", "api_key"),
-        Some(1.0)
+        Some(1.0 + extracted)
     );
     assert_eq!(decisions("rejected", "forbidden", "api_key"), Some(1.0));
     assert_eq!(decisions("rejected", "invalid_token", "none"), Some(2.0));
@@ -84,7 +109,11 @@ async fn metrics_count_each_decision_once_and_hold_no_secret() {
 
     // Each demo key and the unknown token were looked up in the store
     // (twice for the unknown token: its first "not found" is not cached).
-    assert_eq!(value("scopegate_cache_misses_total"), Some(5.0), "{text}");
+    assert_eq!(
+        value("scopegate_cache_misses_total"),
+        Some(5.0 + extracted),
+        "{text}"
+    );
     assert_eq!(value("scopegate_store_errors_total"), Some(0.0));
     let hits = |tier: &str, answer: &str| {
         value(&format!(
@@ -98,12 +127,12 @@ async fn metrics_count_each_decision_once_and_hold_no_secret() {
     assert_eq!(found_hits, 2.0, "{text}");
     assert_eq!(
         value(r#"scopegate_store_latency_seconds_count{outcome="found"}"#),
-        Some(3.0),
+        Some(3.0 + extracted),
         "{text}"
     );
     // moka's count, which its housekeeping brings up to date: at most the
-    // three keys found.
+    // keys found.
     let entries = value(r#"scopegate_cache_entries{answer="found"}"#).expect("the gauge");
-    assert!(entries <= 3.0, "{text}");
+    assert!(entries <= 3.0 + extracted, "{text}");
     assert!(!text.contains("ohk_"), "no token in any label: {text}");
 }

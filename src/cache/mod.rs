@@ -49,6 +49,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::future::Cache;
+use moka::ops::compute::Op;
 
 use crate::credential::{Credential, PresentedToken, TokenHash};
 use crate::store::{CredentialStore, StoreError};
@@ -395,8 +396,9 @@ impl<S: CredentialStore> Shared<S> {
         // lookup began: drop it and ask the store. (One that expires while
         // this lookup waits for it is served to this lookup once, as an
         // answer no older than the wait.)
-        if matches!(&result, Ok(entry) if entry.expires < started) {
-            self.positive.invalidate(hash).await;
+        let stale = result.as_ref().ok().filter(|entry| entry.expires < started);
+        if let Some(stale) = stale.map(|entry| Arc::clone(&entry.credential)) {
+            self.forget(hash, &stale).await;
             result = self
                 .positive
                 .try_get_with_by_ref(hash, self.fetch_entry(token, &called))
@@ -412,8 +414,8 @@ impl<S: CredentialStore> Shared<S> {
             // thread may have made of the answer meanwhile.
             let now = self.epochs();
             match &result {
-                Ok(_) if now.found != epochs.found => {
-                    self.positive.invalidate(hash).await;
+                Ok(entry) if now.found != epochs.found => {
+                    self.forget(hash, &entry.credential).await;
                     self.found_epoch.bump();
                 }
                 Err(failure)
@@ -433,6 +435,18 @@ impl<S: CredentialStore> Shared<S> {
                 LoadFailure::Store(error) => Err(error.clone()),
             },
         }
+    }
+
+    /// Drops `hash`'s entry if it still holds `credential`: one another
+    /// lookup put there meanwhile is newer, and stays.
+    async fn forget(&self, hash: &TokenHash, credential: &Arc<Credential>) {
+        self.positive
+            .entry_by_ref(hash)
+            .and_compute_with(|current| {
+                let same = current.is_some_and(|e| Arc::ptr_eq(&e.value().credential, credential));
+                std::future::ready(if same { Op::Remove } else { Op::Nop })
+            })
+            .await;
     }
 
     /// A store call for `load`'s single flight, and what it answered as
