@@ -325,12 +325,19 @@ impl OwnRedis {
             eprintln!("skipping: redis-server is not on PATH");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Some(OwnRedis { port, child: None })
+        Some(OwnRedis {
+            port: common::free_port(),
+            child: None,
+        })
+    }
+
+    /// One started, if the cluster tests run (`REDIS_URL`) and
+    /// `redis-server` is there.
+    async fn started() -> Option<OwnRedis> {
+        redis_url()?;
+        let mut redis = OwnRedis::new()?;
+        redis.start().await;
+        Some(redis)
     }
 
     fn url(&self) -> String {
@@ -375,13 +382,9 @@ impl Drop for OwnRedis {
 
 #[tokio::test]
 async fn an_outage_falls_back_to_each_instances_share_and_recovers() {
-    if redis_url().is_none() {
-        return;
-    }
-    let Some(mut redis) = OwnRedis::new() else {
+    let Some(mut redis) = OwnRedis::started().await else {
         return;
     };
-    redis.start().await;
     // 40 a minute, all at once, per account: shared, 40 in all; while Redis
     // is down, 20 on each of the two instances.
     let limit = Limit::rate("requests", 40, Duration::from_secs(60))
@@ -447,13 +450,9 @@ async fn an_outage_falls_back_to_each_instances_share_and_recovers() {
 
 #[tokio::test]
 async fn instances_of_the_example_share_the_tiny_plan() {
-    if redis_url().is_none() {
-        return;
-    }
-    let Some(mut redis) = OwnRedis::new() else {
+    let Some(redis) = OwnRedis::started().await else {
         return;
     };
-    redis.start().await;
     let url = redis.url();
     let (one, two) = (
         Example::start("admin", &[("REDIS_URL", &url)]),

@@ -282,11 +282,7 @@ async fn browser() -> Option<(Driver, fantoccini::Client)> {
         );
         return None;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let process = Command::new(chromedriver)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())

@@ -49,6 +49,15 @@ impl Reply {
     }
 }
 
+/// A loopback port free a moment ago, for a server the test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
 /// Serves `router` on 127.0.0.1 at a port the OS picks.
 pub async fn serve(router: Router) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
