@@ -6,19 +6,31 @@
 //! Redis every round ([`RedisLimits::sync_every`], 10 ms by default), in
 //! one script call, and writes back the budget all instances share. Rates
 //! are GCRA in Redis too (the theoretical arrival time, on Redis's clock);
-//! quotas are a counter per month, so usage persists in Redis across
-//! restarts.
+//! quotas are each instance's total per month, summed, so usage persists
+//! in Redis across restarts. Needs Redis 5 or newer (the script reads
+//! Redis's clock before it writes).
 //!
 //! # Accuracy
 //!
 //! An instance learns of the others' requests one round late, so the
 //! instances together can admit more than a limit by what they admit in
-//! about a round, plus, when a budget was idle everywhere, a burst each.
-//! BENCHMARKS.md measures four instances on one Redis: within a few percent
-//! once warm. A restarted instance counts a quota from Redis after its
-//! first round with the budget; what it admitted in that round is counted
-//! too, but may pass the quota. A crash loses what was admitted since the
-//! last round (at most one round's worth; measured in BENCHMARKS.md).
+//! about a round. BENCHMARKS.md measures four instances on one Redis:
+//! within 0.5 % once warm. One more case is not exact: an instance's first
+//! requests of a budget it has not watched yet (a new key on this
+//! instance, or one idle here for 100 rounds) are judged on its own copy
+//! until its first round with it, which may be fuller than the shared one.
+//! A restarted instance counts a quota from Redis from its first round with
+//! it; what it admitted before that counts too, but may pass the quota.
+//! Units counted in the last round of a month (or during an outage that
+//! spans its end) are reported in the next month.
+//!
+//! Nothing counted is lost while the process runs: a round Redis does not
+//! answer is sent again (a quota's total, set rather than added, so a late
+//! answer to a round that did run counts it once; a rate's units are
+//! dropped instead, so they never count twice), units given back after a
+//! round are reported as a refund, and a dropped gate runs one last round.
+//! A crash loses what was admitted since the last round (measured in
+//! BENCHMARKS.md: less than one round's worth).
 //!
 //! # When Redis is unreachable
 //!
@@ -28,10 +40,14 @@
 //! [`RedisLimits::instances`] if set, or the instances Redis last saw (each
 //! writes a heartbeat). Never unlimited, never a 5xx: a request over the
 //! share is a 429 like any other (a quota's says to retry in a minute).
-//! Until Redis first answers, an instance admits its share too. The task
-//! reconnects on its own (backing off to 2 s) and the full limits come
-//! back with the first answer; quota units counted meanwhile are reported
-//! then, nothing is lost.
+//! The same holds until Redis first answers, and when its last answer is
+//! more than 50 rounds (a second at least) old, so a stalled task cannot
+//! leave an instance counting alone. The task reconnects on its own,
+//! backing off from 100 ms to 2 s while Redis refuses or fails its rounds,
+//! and the full limits come back with the first answer. What was counted
+//! meanwhile is reported then: a quota's units, and a rate's that have not
+//! come back yet, so the minute after an outage does not start from a
+//! full budget.
 //!
 //! # Example
 //!
@@ -59,32 +75,38 @@ use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, Script};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::limiter::{Report, Shared, Watched};
+use crate::limiter::{Handed, Report, Shared, Watched};
 
-/// Adds each budget's units to its shared budget and answers it: a rate's
-/// microseconds ahead of Redis's clock, a quota's units used this month.
+/// Adds each budget's report to its shared budget and answers it. A rate
+/// (`r`): units added to GCRA's arrival time, in microseconds on Redis's
+/// clock (a refund, if negative, never below now); the answer is how far
+/// ahead of now it is. A quota (`m`): this instance's total for the month,
+/// set in a hash by instance (so a report sent twice counts once); the
+/// answer is the month's total over all instances. `ARGV[1]` is this
+/// instance's name, then three arguments per key.
 const SYNC: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local out = {}
 for i, key in ipairs(KEYS) do
-  local kind, units, param = ARGV[3 * i - 2], tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local kind, units, param = ARGV[3 * i - 1], tonumber(ARGV[3 * i]), tonumber(ARGV[3 * i + 1])
   if kind == 'r' then
     local tat = tonumber(redis.call('GET', key) or now)
-    if units > 0 then
-      if tat < now then tat = now end
-      tat = tat + units * param
+    if tat < now then tat = now end
+    if units ~= 0 then
+      tat = math.max(now, tat + units * param)
       redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
     end
-    out[i] = math.max(0, math.floor(tat - now))
-  elseif units > 0 then
-    out[i] = redis.call('INCRBY', key, units)
-    redis.call('EXPIRE', key, param)
+    out[i] = math.floor(tat - now)
   else
-    out[i] = tonumber(redis.call('GET', key) or 0)
+    redis.call('HSET', key, ARGV[1], string.format('%d', units))
+    redis.call('EXPIRE', key, param)
+    local used = 0
+    for _, v in ipairs(redis.call('HVALS', key)) do used = used + tonumber(v) end
+    out[i] = used
   end
 end
 return out
@@ -187,8 +209,12 @@ impl RedisLimits {
             )
         })?;
         let fallback = self.instances.map_or(1, NonZeroU32::get);
-        let shared = Arc::new(Shared::new(&self.prefix, fallback));
-        runtime.spawn(run(self, Arc::downgrade(&shared)));
+        // An answer older than 50 rounds (a second at least) is stale: the
+        // task has stopped or cannot keep up, so the share applies.
+        let stale_after = (self.sync_every * 50).max(Duration::from_secs(1));
+        let (gone, dropped) = tokio::sync::oneshot::channel();
+        let shared = Arc::new(Shared::new(fallback, stale_after, gone));
+        runtime.spawn(run(self, Arc::downgrade(&shared), shared.handed(), dropped));
         Ok(shared)
     }
 }
@@ -235,8 +261,14 @@ impl ClusterStatus {
     }
 }
 
-/// The sync task: a round every `sync_every` until the gate is dropped.
-async fn run(config: RedisLimits, shared: Weak<Shared>) {
+/// The sync task: a round every `sync_every` until the gate is dropped,
+/// then a last one.
+async fn run(
+    config: RedisLimits,
+    shared: Weak<Shared>,
+    handed: Handed,
+    mut dropped: tokio::sync::oneshot::Receiver<()>,
+) {
     let id = instance_id();
     let (sync, heartbeat) = (Script::new(SYNC), Script::new(HEARTBEAT));
     let instances_key = format!("{}:instances", config.prefix);
@@ -248,16 +280,24 @@ async fn run(config: RedisLimits, shared: Weak<Shared>) {
     let (mut next_attempt, mut backoff) = (Instant::now(), RECONNECT_MIN);
     let mut next_heartbeat = Instant::now();
     let mut seen = config.instances.map_or(1, NonZeroU32::get);
-    let mut ticks = tokio::time::interval(config.sync_every);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next_round = Instant::now();
     loop {
-        ticks.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        for budget in shared.take_new() {
+        // Until the next round is due, or the gate is dropped (its sender
+        // with it), whichever comes first.
+        let _ = tokio::time::timeout_at(next_round, &mut dropped).await;
+        next_round = (next_round + config.sync_every).max(Instant::now());
+        let shared = shared.upgrade();
+        for budget in handed.take(&config.prefix) {
             watched.entry(budget.id()).or_insert(budget);
         }
+        let Some(shared) = shared else {
+            // The gate is gone: report what it counted since the last
+            // round, so that stopping loses nothing.
+            if let Some(redis) = &mut connection {
+                round(redis, &sync, &id, &mut watched, None).await;
+            }
+            return;
+        };
         if connection.is_none() && Instant::now() >= next_attempt {
             let attempt = config
                 .client
@@ -265,7 +305,6 @@ async fn run(config: RedisLimits, shared: Weak<Shared>) {
             match tokio::time::timeout(config.timeout, attempt).await {
                 Ok(Ok(connected)) => {
                     connection = Some(connected);
-                    backoff = RECONNECT_MIN;
                     next_heartbeat = Instant::now();
                 }
                 _ => {
@@ -276,7 +315,7 @@ async fn run(config: RedisLimits, shared: Weak<Shared>) {
         }
         let answered = match &mut connection {
             Some(redis) => {
-                let mut answered = round(redis, &sync, &mut watched, &shared).await;
+                let mut answered = round(redis, &sync, &id, &mut watched, Some(&shared)).await;
                 if answered && Instant::now() >= next_heartbeat {
                     let mut call = heartbeat.key(&instances_key);
                     call.arg(&id).arg(HEARTBEAT_WINDOW.as_millis() as u64);
@@ -294,27 +333,36 @@ async fn run(config: RedisLimits, shared: Weak<Shared>) {
             None => false,
         };
         if answered {
-            shared.set_connected(true, seen);
+            shared.answered(seen);
+            backoff = RECONNECT_MIN;
         } else {
+            // Connected but not answering (a replica, no permission, a
+            // stall): reconnect later, backing off as for a refused
+            // connection.
             if connection.take().is_some() {
                 next_attempt = Instant::now() + backoff;
+                backoff = (backoff * 2).min(RECONNECT_MAX);
             }
+            shared.unreachable(config.instances.map_or(seen, NonZeroU32::get));
+            let now = shared.now_nanos();
+            let share = shared.share(now);
             for budget in watched.values() {
-                budget.unreported();
+                budget.unreported(now, share);
             }
-            shared.set_connected(false, config.instances.map_or(seen, NonZeroU32::get));
         }
         watched.retain(|_, budget| !budget.release());
     }
 }
 
 /// One round: every watched budget's units reported, its shared budget
-/// written back. `false` if Redis did not answer (the reports then go back).
+/// written back (unless the gate is gone). `false` if Redis did not
+/// answer (the reports are then dealt with as [`Watched::failed`] says).
 async fn round(
     redis: &mut MultiplexedConnection,
     sync: &Script,
+    id: &str,
     watched: &mut HashMap<usize, Watched>,
-    shared: &Shared,
+    shared: Option<&Shared>,
 ) -> bool {
     let mut budgets: Vec<&mut Watched> = watched.values_mut().collect();
     let mut answered = true;
@@ -323,6 +371,7 @@ async fn round(
         let reports: Vec<Report> = chunk.iter_mut().map(|b| b.report(wall)).collect();
         let answers = if answered {
             let mut call = sync.prepare_invoke();
+            call.arg(id);
             for report in &reports {
                 call.key(&report.key)
                     .arg(report.kind)
@@ -335,14 +384,16 @@ async fn round(
         };
         match answers.filter(|a| a.len() == reports.len()) {
             Some(answers) => {
-                let (now, wall) = (shared.now_nanos(), SystemTime::now());
-                for ((budget, report), answer) in chunk.iter_mut().zip(&reports).zip(answers) {
-                    budget.apply(report, answer, now, wall);
+                if let Some(shared) = shared {
+                    let (now, wall) = (shared.now_nanos(), SystemTime::now());
+                    for ((budget, report), answer) in chunk.iter_mut().zip(&reports).zip(answers) {
+                        budget.apply(report, answer, now, wall);
+                    }
                 }
             }
             None => {
                 answered = false;
-                for (budget, report) in chunk.iter().zip(&reports) {
+                for (budget, report) in chunk.iter_mut().zip(&reports) {
                     budget.failed(report);
                 }
             }

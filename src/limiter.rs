@@ -35,7 +35,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,7 +51,7 @@ use crate::render::{ErrorResponse, Render};
 #[cfg(feature = "redis")]
 mod sync;
 #[cfg(feature = "redis")]
-pub(crate) use sync::{Report, Shared, Watched};
+pub(crate) use sync::{Handed, Report, Shared, Watched};
 
 /// The `RateLimit-Policy` and `RateLimit` values of one response.
 pub(crate) type LimitHeaders = (HeaderValue, HeaderValue);
@@ -128,8 +128,9 @@ const USED_MAX: u64 = (1 << 48) - 1;
 pub(crate) struct Budget {
     /// A rate's theoretical arrival time, or a quota's month and use.
     value: AtomicU64,
-    /// Cluster mode: units admitted here and not yet reported.
-    pending: AtomicU64,
+    /// Cluster mode: units admitted here and not yet reported (less those
+    /// given back, which may make it negative: a refund to report).
+    pending: AtomicI64,
     /// Cluster mode: whether the sync task holds this budget.
     #[cfg(feature = "redis")]
     watched: std::sync::atomic::AtomicBool,
@@ -144,7 +145,7 @@ impl Budget {
     fn new(subject: &str) -> Self {
         Budget {
             value: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
+            pending: AtomicI64::new(0),
             #[cfg(feature = "redis")]
             watched: std::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "redis")]
@@ -226,13 +227,14 @@ impl Limiter {
         self.shared.as_deref()
     }
 
-    /// 1, or in cluster mode while Redis is unreachable, the number of
-    /// instances.
+    /// 1, or in cluster mode while Redis is unreachable (or its last answer
+    /// is stale), the number of instances.
     #[inline]
-    fn share(&self) -> u32 {
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    fn share(&self, now: &Now) -> u32 {
         #[cfg(feature = "redis")]
         if let Some(shared) = &self.shared {
-            return shared.share();
+            return shared.share(now.nanos);
         }
         1
     }
@@ -251,7 +253,7 @@ impl Limiter {
         let meters = self.meters(credential, set);
         let now = self.now();
         self.sweep_now_and_then(&now);
-        let share = self.share();
+        let share = self.share(&now);
         let mut headers = self.headers.then(HeaderWriter::default);
         let counted = counted(set, &meters, cost);
         for (done, (state, budget)) in counted.clone().enumerate() {
@@ -285,7 +287,8 @@ impl Limiter {
             return;
         };
         let meters = self.meters(credential, set);
-        let (now, share) = (self.now(), self.share());
+        let now = self.now();
+        let share = self.share(&now);
         for (state, budget) in counted(set, &meters, cost) {
             state.give_back(budget, units, &now, share);
             #[cfg(feature = "redis")]
@@ -352,33 +355,18 @@ impl Limiter {
                         &state
                             .budgets
                             .entry(Box::from(subject))
-                            .or_insert_with(|| Arc::new(self.new_budget(state, subject))),
+                            .or_insert_with(|| Arc::new(Budget::new(subject))),
                     ),
                 };
+                // In cluster mode, watched from the start: the task's next
+                // round says what the other instances used.
+                #[cfg(feature = "redis")]
+                if let Some(shared) = &self.shared {
+                    shared.watch(state, &budget);
+                }
                 (Arc::clone(state), budget)
             })
             .collect()
-    }
-
-    /// A budget no credential used yet. In cluster mode, with Redis
-    /// answering, a rate's starts with this instance's share of the burst
-    /// only, until the sync task's first round says what the others used.
-    fn new_budget(&self, state: &State, subject: &str) -> Budget {
-        let budget = Budget::new(subject);
-        #[cfg(feature = "redis")]
-        if let (Some(shared), Meter::Rate { tolerance, .. }) = (&self.shared, &state.meter) {
-            let (connected, instances) = shared.status();
-            if connected && instances > 1 {
-                let others = u64::from(instances - 1);
-                let ahead = tolerance / u64::from(instances) * others;
-                budget
-                    .value
-                    .store(self.now().nanos.saturating_add(ahead), Ordering::Relaxed);
-            }
-        }
-        #[cfg(not(feature = "redis"))]
-        let _ = state;
-        budget
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -638,9 +626,11 @@ impl State {
                         _ => return Outcome::Spent(wait),
                     };
                     if share > 1 {
-                        // Units not yet reported are this instance's own.
+                        // Units not yet reported are this instance's own
+                        // (those of this month, at most).
                         let own = budget.pending.load(Ordering::Relaxed);
-                        let left = count - used.saturating_sub(own);
+                        let own = u64::try_from(own).unwrap_or(0).min(used);
+                        let left = count - (used - own);
                         if own + units > left / u64::from(share) {
                             return Outcome::Spent(FALLBACK_QUOTA_WAIT.min(wait));
                         }
@@ -934,7 +924,11 @@ mod tests {
     #[cfg(feature = "redis")]
     #[test]
     fn cut_off_from_the_cluster_an_instance_admits_its_share() {
-        let shared = Arc::new(Shared::new("t", 2));
+        let shared = Arc::new(Shared::new(
+            2,
+            Duration::from_secs(60),
+            tokio::sync::oneshot::channel().0,
+        ));
         let limiter = Limiter::new(Render::default(), false).with_shared(Arc::clone(&shared));
         let rate = Limit::rate("requests", 40, Duration::from_secs(60)).unwrap();
         let quota = Limit::monthly("monthly", 10).unwrap();
@@ -951,12 +945,12 @@ mod tests {
         let (refused, _) = limiter.count(&other, &Cost::default()).unwrap_err();
         assert_eq!(refused.rejection().retry_after(), Some(FALLBACK_QUOTA_WAIT));
         // Redis answers: the whole quota, what is left of it.
-        shared.set_connected(true, 2);
+        shared.answered(2);
         assert_eq!(admitted(&other, 10), 5);
 
         // The task reports the 10 units and writes back what Redis says:
         // 25 of the month's units used (others counted 15).
-        let mut watched = shared.take_new();
+        let mut watched = shared.handed().take("t");
         assert_eq!(watched.len(), 2, "each budget handed over once");
         let wall = SystemTime::now();
         for budget in &mut watched {
@@ -985,6 +979,70 @@ mod tests {
         }
         assert!(limiter.count(&other, &Cost::default()).is_err());
         assert!(limiter.count(&key, &Cost::default()).is_err());
-        assert!(shared.take_new().is_empty(), "still watched");
+        assert!(shared.handed().take("t").is_empty(), "still watched");
+        // Redis stops answering: the share again.
+        shared.unreachable(2);
+        assert_eq!(shared.status(), (false, 2));
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn reports_survive_lost_answers_refunds_and_outages() {
+        let shared = Arc::new(Shared::new(
+            2,
+            Duration::from_secs(60),
+            tokio::sync::oneshot::channel().0,
+        ));
+        shared.answered(1);
+        let limiter = Limiter::new(Render::default(), false).with_shared(Arc::clone(&shared));
+        let quota = credential("key_q", [Limit::monthly("monthly", 100).unwrap()]);
+        let rate = credential(
+            "key_r",
+            [Limit::rate("requests", 60, Duration::from_secs(60)).unwrap()],
+        );
+        let one = Cost::default();
+        let units = |watched: &mut [Watched]| {
+            let wall = SystemTime::now();
+            let mut units: Vec<(&str, i64)> = watched
+                .iter_mut()
+                .map(|b| {
+                    let report = b.report(wall);
+                    (report.kind, report.units)
+                })
+                .collect();
+            units.sort_unstable();
+            units
+        };
+        for _ in 0..3 {
+            assert!(limiter.count(&quota, &one).is_ok() && limiter.count(&rate, &one).is_ok());
+        }
+        let mut watched = shared.handed().take("t");
+        // A round whose answer is lost: the quota's total is sent again (a
+        // total, set, not added), the rate's units are not.
+        let wall = SystemTime::now();
+        for budget in &mut watched {
+            let report = budget.report(wall);
+            budget.failed(&report);
+        }
+        assert!(limiter.count(&quota, &one).is_ok() && limiter.count(&rate, &one).is_ok());
+        assert_eq!(units(&mut watched), [("m", 4), ("r", 1)]);
+        // Refunds after the report: the quota's total goes down, the rate
+        // reports negative units.
+        limiter.give_back(&quota, &one);
+        limiter.give_back(&rate, &one);
+        assert_eq!(units(&mut watched), [("m", 3), ("r", -1)]);
+        // Redis unreachable: what a rate admits meanwhile is kept while it
+        // is still ahead of now, and forgotten once it has come back.
+        shared.unreachable(2);
+        assert!(limiter.count(&rate, &one).is_ok() && limiter.count(&rate, &one).is_ok());
+        let rate_budget = watched
+            .iter()
+            .find(|b| b.key_for_tests().starts_with("t:r:"))
+            .unwrap();
+        let now = shared.now_nanos();
+        rate_budget.unreported(now, 2);
+        assert_eq!(rate_budget.pending_for_tests(), 2);
+        rate_budget.unreported(now + 3_600_000_000_000, 2);
+        assert_eq!(rate_budget.pending_for_tests(), 0);
     }
 }

@@ -1,17 +1,24 @@
 //! Cluster mode's side of the budgets: what the hot path tells the gate's
 //! sync task, and what the task reports to Redis and writes back.
 //!
-//! Private; no Redis here (that is [`cluster`](crate::cluster)'s). An
-//! admitted request adds its units to its budget's `pending` and, the first
-//! time, hands the budget to the task ([`Shared::admitted`]). Every round,
-//! the task takes each watched budget's pending units ([`Watched::report`]),
-//! adds them to the shared budget in Redis, and sets the local budget to
-//! the shared one plus what was admitted here meanwhile
-//! ([`Watched::apply`]). So each instance enforces what all of them have
-//! used, a round late at most.
+//! Private; no Redis here (that is [`cluster`](crate::cluster)'s). A budget
+//! is handed to the task when a limiter first finds it
+//! ([`Shared::watch`]); an admitted request adds its units to the budget's
+//! `pending` ([`Shared::admitted`]), a refund takes them off. Every round,
+//! the task takes each watched budget's pending units
+//! ([`Watched::report`]), Redis adds them to the shared budget, and the
+//! task sets the local budget to the shared one plus what was admitted here
+//! meanwhile ([`Watched::apply`]). So each instance enforces what all of
+//! them have used, a round late at most.
+//!
+//! A rate's report adds units to a GCRA time in Redis: a report whose
+//! answer is lost is not sent again ([`Watched::failed`] drops it), so a
+//! late reply never counts twice. A quota's report is this instance's
+//! total for the month, set rather than added: sent again, it changes
+//! nothing, so its units go back for the next round.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -26,39 +33,72 @@ const IDLE_ROUNDS: u32 = 100;
 /// How long Redis keeps a quota's month after it ends.
 const MONTH_GRACE: Duration = Duration::from_secs(35 * 86_400);
 
+/// Budgets handed to the task and not yet taken; the task holds them too,
+/// so that a last round after the gate is dropped still sees them.
+#[derive(Clone, Default)]
+pub(crate) struct Handed(Arc<Mutex<Vec<StateBudget>>>);
+
+/// A limit's state and one subject's budget in it.
+type StateBudget = (Arc<State>, Arc<Budget>);
+
+impl Handed {
+    /// Takes the budgets handed over since the last call, keyed under
+    /// `prefix`.
+    pub(crate) fn take(&self, prefix: &str) -> Vec<Watched> {
+        let new = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        new.into_iter()
+            .map(|(state, budget)| Watched::new(prefix, state, budget))
+            .collect()
+    }
+}
+
 /// What a gate's limiter and its sync task share.
 pub(crate) struct Shared {
     /// The clock the limiter counts rates on (the task writes budgets in it).
     pub(super) origin: quanta::Instant,
-    /// 1 while Redis answers; otherwise the instances this one shares with.
-    share: AtomicU32,
-    connected: AtomicBool,
-    /// The instances Redis last said were running (this one included).
+    /// The limiter's clock until which Redis's last answer holds: past it
+    /// (no answer for a while, or a failed round, which sets 0), each
+    /// instance admits its share.
+    fresh_until: AtomicU64,
+    /// How long an answer holds.
+    stale_after: u64,
+    /// The instances Redis last saw (this one included), or the configured
+    /// number while it is unreachable: the share.
     instances: AtomicU32,
-    /// Budgets admitted into since the task last took them.
-    new: Mutex<Vec<(Arc<State>, Arc<Budget>)>>,
-    /// What Redis keys start with.
-    prefix: Box<str>,
+    connected: AtomicBool,
+    handed: Handed,
+    /// Dropped with the gate: the task then runs its last round at once.
+    _gone: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Shared {
     /// Starts unreachable: until Redis first answers, each instance admits
-    /// its `fallback` share.
-    pub(crate) fn new(prefix: &str, fallback: u32) -> Self {
-        let fallback = fallback.max(1);
+    /// its `fallback` share. An answer holds for `stale_after`; `gone` is
+    /// dropped with this.
+    pub(crate) fn new(
+        fallback: u32,
+        stale_after: Duration,
+        gone: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
         Shared {
             origin: quanta::Instant::now(),
-            share: AtomicU32::new(fallback),
+            fresh_until: AtomicU64::new(0),
+            stale_after: u64::try_from(stale_after.as_nanos()).unwrap_or(u64::MAX),
+            instances: AtomicU32::new(fallback.max(1)),
             connected: AtomicBool::new(false),
-            instances: AtomicU32::new(fallback),
-            new: Mutex::default(),
-            prefix: Box::from(prefix),
+            handed: Handed::default(),
+            _gone: gone,
         }
     }
 
+    /// 1 while Redis's last answer holds at `now`, otherwise the instances.
     #[inline]
-    pub(super) fn share(&self) -> u32 {
-        self.share.load(Ordering::Relaxed)
+    pub(crate) fn share(&self, now: u64) -> u32 {
+        if now < self.fresh_until.load(Ordering::Relaxed) {
+            1
+        } else {
+            self.instances.load(Ordering::Relaxed)
+        }
     }
 
     /// Notes `units` admitted against `budget`, and hands the budget to the
@@ -70,54 +110,59 @@ impl Shared {
         // task's release, or the task sees these units.
         budget
             .pending
-            .fetch_add(u64::from(units.get()), Ordering::SeqCst);
-        if !budget.watched.load(Ordering::SeqCst) && !budget.watched.swap(true, Ordering::SeqCst) {
-            self.hand_over(state, budget);
+            .fetch_add(i64::from(units.get()), Ordering::SeqCst);
+        if !budget.watched.load(Ordering::SeqCst) {
+            self.watch(state, budget);
         }
     }
 
+    /// Hands `budget` to the task unless it holds it.
     #[cold]
-    fn hand_over(&self, state: &Arc<State>, budget: &Arc<Budget>) {
-        self.new
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((Arc::clone(state), Arc::clone(budget)));
+    pub(super) fn watch(&self, state: &Arc<State>, budget: &Arc<Budget>) {
+        if !budget.watched.swap(true, Ordering::SeqCst) {
+            self.handed
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((Arc::clone(state), Arc::clone(budget)));
+        }
     }
 
-    /// Takes back `units` of a request an inner layer refused.
+    /// Takes back `units` of a request an inner layer refused (reported
+    /// as a refund if the units went to Redis meanwhile).
     pub(super) fn given_back(budget: &Budget, units: NonZeroU32) {
-        let units = u64::from(units.get());
-        let _ = budget
+        budget
             .pending
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |pending| {
-                Some(pending.saturating_sub(units))
-            });
+            .fetch_sub(i64::from(units.get()), Ordering::SeqCst);
     }
 
-    /// The budgets handed over since the last call.
-    pub(crate) fn take_new(&self) -> Vec<Watched> {
-        let new = std::mem::take(&mut *self.new.lock().unwrap_or_else(PoisonError::into_inner));
-        new.into_iter()
-            .map(|(state, budget)| Watched::new(&self.prefix, state, budget))
-            .collect()
+    /// What the task holds to take the budgets handed over.
+    pub(crate) fn handed(&self) -> Handed {
+        self.handed.clone()
     }
 
-    /// Redis answered (`instances` running) or did not (this instance then
-    /// admits its share of `instances`).
-    pub(crate) fn set_connected(&self, connected: bool, instances: u32) {
-        let instances = instances.max(1);
-        self.instances.store(instances, Ordering::Relaxed);
-        self.connected.store(connected, Ordering::Relaxed);
-        self.share
-            .store(if connected { 1 } else { instances }, Ordering::Relaxed);
+    /// Redis answered a round (with `instances` running): the full limits
+    /// hold until the answer is stale.
+    pub(crate) fn answered(&self, instances: u32) {
+        self.instances.store(instances.max(1), Ordering::Relaxed);
+        self.connected.store(true, Ordering::Relaxed);
+        let until = self.now_nanos().saturating_add(self.stale_after);
+        self.fresh_until.store(until, Ordering::Relaxed);
     }
 
-    /// Whether Redis answered the last round, and the instance count.
+    /// Redis did not answer: from now on each instance admits its share of
+    /// `instances`.
+    pub(crate) fn unreachable(&self, instances: u32) {
+        self.instances.store(instances.max(1), Ordering::Relaxed);
+        self.connected.store(false, Ordering::Relaxed);
+        self.fresh_until.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the full limits hold now (Redis answered, recently), and the
+    /// instance count.
     pub(crate) fn status(&self) -> (bool, u32) {
-        (
-            self.connected.load(Ordering::Relaxed),
-            self.instances.load(Ordering::Relaxed),
-        )
+        let fresh = self.share(self.now_nanos()) == 1 && self.connected.load(Ordering::Relaxed);
+        (fresh, self.instances.load(Ordering::Relaxed))
     }
 
     /// The limiter's clock now, in nanoseconds.
@@ -133,8 +178,9 @@ pub(crate) struct Watched {
     budget: Arc<Budget>,
     /// The Redis key (a quota's without its month).
     key: String,
-    /// The month a quota's last report was counted in.
+    /// The month of a quota's last report, and this instance's total in it.
     month: u32,
+    total: u64,
     idle_rounds: u32,
 }
 
@@ -143,10 +189,13 @@ pub(crate) struct Report {
     pub(crate) key: String,
     /// `r` for a rate, `m` for a quota.
     pub(crate) kind: &'static str,
-    /// Units admitted here since the last report.
-    pub(crate) units: u64,
+    /// A rate's units to add (a refund if negative); a quota's total of
+    /// this instance in the month.
+    pub(crate) units: i64,
     /// A rate's microseconds per unit; a quota's seconds to keep its month.
     pub(crate) param: f64,
+    /// The units taken from `pending` for this report.
+    taken: i64,
 }
 
 impl Watched {
@@ -171,8 +220,19 @@ impl Watched {
             budget,
             key,
             month: 0,
+            total: 0,
             idle_rounds: 0,
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn key_for_tests(&self) -> &str {
+        &self.key
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pending_for_tests(&self) -> i64 {
+        self.budget.pending.load(Ordering::SeqCst)
     }
 
     /// An identity: the budget's address.
@@ -182,85 +242,109 @@ impl Watched {
 
     /// Takes the units admitted since the last report.
     pub(crate) fn report(&mut self, wall: SystemTime) -> Report {
-        let units = self.budget.pending.swap(0, Ordering::Relaxed);
+        let taken = self.budget.pending.swap(0, Ordering::SeqCst);
         match self.state.meter {
             Meter::Rate { interval, .. } => Report {
                 key: self.key.clone(),
                 kind: "r",
-                units,
+                units: taken,
                 param: interval as f64 / 1_000.0,
+                taken,
             },
             Meter::Monthly { .. } => {
                 let (month, next) = month_of(wall);
-                self.month = month;
+                if month != self.month {
+                    // Units counted just before the month ended (or during
+                    // an outage that spanned its end) count in the new one.
+                    (self.month, self.total) = (month, 0);
+                }
+                self.total = self.total.saturating_add_signed(taken);
                 let keep = next.duration_since(wall).unwrap_or_default() + MONTH_GRACE;
                 Report {
                     key: format!("{}:{month}", self.key),
                     kind: "m",
-                    units,
+                    units: i64::try_from(self.total).unwrap_or(i64::MAX),
                     param: keep.as_secs() as f64,
+                    taken,
                 }
             }
         }
     }
 
     /// Writes back what Redis answered to `report`: a rate's microseconds
-    /// ahead of Redis's clock, a quota's units used in the month. `now` is
-    /// the limiter's clock, `wall` the calendar.
+    /// ahead of Redis's clock, a quota's units used in the month by all
+    /// instances. `now` is the limiter's clock, `wall` the calendar.
     pub(crate) fn apply(&mut self, report: &Report, answer: i64, now: u64, wall: SystemTime) {
-        let since = self.budget.pending.load(Ordering::Relaxed);
+        let since = self.budget.pending.load(Ordering::SeqCst);
         let answer = u64::try_from(answer).unwrap_or(0);
+        self.idle_rounds = if report.taken == 0 {
+            self.idle_rounds + 1
+        } else {
+            0
+        };
         match self.state.meter {
             Meter::Rate { interval, .. } => {
-                let value = now
-                    .saturating_add(answer.saturating_mul(1_000))
-                    .saturating_add(since.saturating_mul(interval));
-                self.budget.value.store(value, Ordering::Relaxed);
-                self.idle_rounds = if report.units == 0 && answer == 0 {
-                    self.idle_rounds + 1
-                } else {
-                    0
-                };
+                let ahead = answer
+                    .saturating_mul(1_000)
+                    .saturating_add_signed(since.saturating_mul(interval as i64));
+                self.budget
+                    .value
+                    .store(now.saturating_add(ahead), Ordering::Relaxed);
+                if answer > 0 {
+                    self.idle_rounds = 0;
+                }
             }
             Meter::Monthly { .. } => {
                 let month = month_of(wall).0;
                 if month == self.month {
                     // Never below what this instance counted: a Redis that
                     // lost the month must not make it count again.
-                    let shared = answer.saturating_add(since);
+                    let shared = answer.saturating_add_signed(since);
                     let _ = self.budget.value.fetch_update(
                         Ordering::Relaxed,
                         Ordering::Relaxed,
-                        |current| {
-                            let used = used_in(current, month).max(shared);
-                            Some(pack(month, used))
-                        },
+                        |current| Some(pack(month, used_in(current, month).max(shared))),
                     );
                 }
-                self.idle_rounds = if report.units == 0 {
-                    self.idle_rounds + 1
-                } else {
-                    0
-                };
             }
         }
     }
 
-    /// Redis did not take `report`: a quota's units are reported later, a
-    /// rate's are dropped (by then they would count against the future).
-    pub(crate) fn failed(&self, report: &Report) {
+    /// Redis did not take `report`, or its answer was lost (it may have
+    /// run): a quota's units go back for the next round, which sets the
+    /// total again; a rate's are dropped, as adding them again could count
+    /// them twice.
+    pub(crate) fn failed(&mut self, report: &Report) {
         if report.kind == "m" {
+            self.total = self
+                .total
+                .saturating_add_signed(report.taken.saturating_neg());
             self.budget
                 .pending
-                .fetch_add(report.units, Ordering::Relaxed);
+                .fetch_add(report.taken, Ordering::SeqCst);
         }
     }
 
-    /// A round with Redis unreachable: a rate's units admitted meanwhile
-    /// are dropped, for the same reason.
-    pub(crate) fn unreported(&self) {
-        if let Meter::Rate { .. } = self.state.meter {
-            self.budget.pending.store(0, Ordering::Relaxed);
+    /// A round with Redis unreachable, at `now` on the limiter's clock and
+    /// with this instance's `share`: a rate keeps no more pending units
+    /// than are still ahead of `now`, so that what it admits meanwhile
+    /// reaches Redis when it answers again, and what has come back since
+    /// does not.
+    pub(crate) fn unreported(&self, now: u64, share: u32) {
+        if let Meter::Rate { interval, .. } = self.state.meter {
+            let ahead = self
+                .budget
+                .value
+                .load(Ordering::Relaxed)
+                .saturating_sub(now);
+            let per_unit = interval.saturating_mul(u64::from(share)).max(1);
+            let left = i64::try_from(ahead.div_ceil(per_unit)).unwrap_or(i64::MAX);
+            let _ =
+                self.budget
+                    .pending
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |pending| {
+                        (pending > left).then_some(left)
+                    });
         }
     }
 
@@ -272,7 +356,7 @@ impl Watched {
         }
         self.budget.watched.store(false, Ordering::SeqCst);
         // A unit admitted meanwhile that saw the flag still set: keep it.
-        if self.budget.pending.load(Ordering::SeqCst) > 0
+        if self.budget.pending.load(Ordering::SeqCst) != 0
             && !self.budget.watched.swap(true, Ordering::SeqCst)
         {
             return false;
