@@ -13,6 +13,7 @@
 //! does that for every variant. Variants: `bare`, `stacked_hit`,
 //! `stacked_hit_one_limit`, `stacked_hit_one_limit_no_headers`,
 //! `stacked_hit_one_limit_cluster` (with `--features redis`),
+//! `json_stacked_hit`, `json_stacked_hit_one_limit`,
 //! `reject_401_missing`, `reject_401_unknown`, `reject_403_scope`.
 
 mod support;
@@ -60,6 +61,12 @@ fn main() {
             .layer(gate.require_scope(scope).expect("scope"))
             .service(bare())
     };
+    let stacked_json = || {
+        ServiceBuilder::new()
+            .layer(gate.api_access())
+            .layer(gate.require_scope("contacts:read").expect("scope"))
+            .service(support::json())
+    };
     let (all, read_only, unknown, limited) = (
         bearer(TOKEN),
         bearer(READ_ONLY),
@@ -74,6 +81,11 @@ fn main() {
             run(&rt, minimal, Some(&all), n)
         }
         "stacked_hit" => run(&rt, stacked("contacts:read"), Some(&all), n),
+        // The same two, answering as a handler's JSON does (the response's
+        // header map already allocated): the limit headers' cost on a real
+        // response.
+        "json_stacked_hit" => run(&rt, stacked_json(), Some(&all), n),
+        "json_stacked_hit_one_limit" => run(&rt, stacked_json(), Some(&limited), n),
         "stacked_hit_one_limit" => run(&rt, stacked("contacts:read"), Some(&limited), n),
         "stacked_hit_one_limit_no_headers" => {
             let quiet = Gate::builder(cache.clone())

@@ -20,7 +20,7 @@ total() {
     sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 printf '%-20s %s\n' variant instructions/request
-for variant in bare peer_minimal_handwritten stacked_hit stacked_hit_one_limit stacked_hit_one_limit_no_headers stacked_hit_one_limit_cluster reject_401_missing reject_401_unknown reject_403_scope; do
+for variant in bare peer_minimal_handwritten stacked_hit stacked_hit_one_limit stacked_hit_one_limit_no_headers stacked_hit_one_limit_cluster json_stacked_hit json_stacked_hit_one_limit reject_401_missing reject_401_unknown reject_403_scope; do
   base=$(total "$variant" 0)
   full=$(total "$variant" "$count")
   printf '%-20s %s\n' "$variant" $(( (full - base) / count ))
