@@ -40,7 +40,10 @@ pub fn json() -> tower::util::ServiceFn<impl FnMut(Req) -> Ready<Result<Res, Inf
     tower::service_fn(|_req: Req| {
         let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
         let headers = response.headers_mut();
-        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         ready(Ok(response))
     })
