@@ -28,9 +28,10 @@
 //! answer is sent again (a quota's total, set rather than added, so a late
 //! answer to a round that did run counts it once; a rate's units are
 //! dropped instead, so they never count twice), units given back after a
-//! round are reported as a refund, and a dropped gate runs one last round.
-//! A crash loses what was admitted since the last round (measured in
-//! BENCHMARKS.md: less than one round's worth).
+//! round are reported as a refund, and a dropped gate runs one last round
+//! while its runtime still runs (a process that exits right after dropping
+//! it may cut that round short). A crash loses what was admitted since the
+//! last round (measured in BENCHMARKS.md: less than one round's worth).
 //!
 //! # When Redis is unreachable
 //!
@@ -78,14 +79,14 @@ use redis::{AsyncConnectionConfig, Client, Script};
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::limiter::{Handed, Report, Shared, Watched};
+use crate::limiter::{Handed, Report, Shared, Totals, Watched};
 
 /// Adds each budget's report to its shared budget and answers it. A rate
 /// (`r`): units added to GCRA's arrival time, in microseconds on Redis's
 /// clock (a refund, if negative, never below now); the answer is how far
 /// ahead of now it is. A quota (`m`): this instance's total for the month,
-/// set in a hash by instance (so a report sent twice counts once); the
-/// answer is the month's total over all instances. `ARGV[1]` is this
+/// set in a hash by instance (so a report sent twice counts once), with
+/// the instances' sum kept in its `sum` field; the answer is that sum. `ARGV[1]` is this
 /// instance's name, then three arguments per key.
 const SYNC: &str = r"
 local t = redis.call('TIME')
@@ -102,11 +103,10 @@ for i, key in ipairs(KEYS) do
     end
     out[i] = math.floor(tat - now)
   else
+    local old = tonumber(redis.call('HGET', key, ARGV[1]) or 0)
     redis.call('HSET', key, ARGV[1], string.format('%d', units))
+    out[i] = redis.call('HINCRBY', key, 'sum', units - old)
     redis.call('EXPIRE', key, param)
-    local used = 0
-    for _, v in ipairs(redis.call('HVALS', key)) do used = used + tonumber(v) end
-    out[i] = used
   end
 end
 return out
@@ -277,6 +277,7 @@ async fn run(
         .set_response_timeout(Some(config.timeout));
     let mut connection: Option<MultiplexedConnection> = None;
     let mut watched: HashMap<usize, Watched> = HashMap::new();
+    let mut totals = Totals::default();
     let (mut next_attempt, mut backoff) = (Instant::now(), RECONNECT_MIN);
     let mut next_heartbeat = Instant::now();
     let mut seen = config.instances.map_or(1, NonZeroU32::get);
@@ -294,7 +295,7 @@ async fn run(
             // The gate is gone: report what it counted since the last
             // round, so that stopping loses nothing.
             if let Some(redis) = &mut connection {
-                round(redis, &sync, &id, &mut watched, None).await;
+                round(redis, &sync, &id, &mut watched, &mut totals, None).await;
             }
             return;
         };
@@ -315,7 +316,8 @@ async fn run(
         }
         let answered = match &mut connection {
             Some(redis) => {
-                let mut answered = round(redis, &sync, &id, &mut watched, Some(&shared)).await;
+                let mut answered =
+                    round(redis, &sync, &id, &mut watched, &mut totals, Some(&shared)).await;
                 if answered && Instant::now() >= next_heartbeat {
                     let mut call = heartbeat.key(&instances_key);
                     call.arg(&id).arg(HEARTBEAT_WINDOW.as_millis() as u64);
@@ -356,50 +358,46 @@ async fn run(
 
 /// One round: every watched budget's units reported, its shared budget
 /// written back (unless the gate is gone). `false` if Redis did not
-/// answer (the reports are then dealt with as [`Watched::failed`] says).
+/// answer: the chunk's reports are dealt with as [`Watched::failed`] says,
+/// and later chunks wait for the next round.
 async fn round(
     redis: &mut MultiplexedConnection,
     sync: &Script,
     id: &str,
     watched: &mut HashMap<usize, Watched>,
+    totals: &mut Totals,
     shared: Option<&Shared>,
 ) -> bool {
     let mut budgets: Vec<&mut Watched> = watched.values_mut().collect();
-    let mut answered = true;
     for chunk in budgets.chunks_mut(CHUNK) {
         let wall = SystemTime::now();
-        let reports: Vec<Report> = chunk.iter_mut().map(|b| b.report(wall)).collect();
-        let answers = if answered {
-            let mut call = sync.prepare_invoke();
-            call.arg(id);
-            for report in &reports {
-                call.key(&report.key)
-                    .arg(report.kind)
-                    .arg(report.units)
-                    .arg(report.param);
+        let mut reports: Vec<Report> = chunk.iter_mut().map(|b| b.report(wall)).collect();
+        let mut call = sync.prepare_invoke();
+        call.arg(id);
+        for report in &mut reports {
+            totals.add(report);
+            call.key(&report.key)
+                .arg(report.kind)
+                .arg(report.units)
+                .arg(report.param);
+        }
+        let answers = call.invoke_async::<Vec<i64>>(redis).await.ok();
+        let Some(answers) = answers.filter(|a| a.len() == reports.len()) else {
+            for (budget, report) in chunk.iter_mut().zip(&reports) {
+                budget.failed(report, totals);
             }
-            call.invoke_async::<Vec<i64>>(redis).await.ok()
-        } else {
-            None
+            return false;
         };
-        match answers.filter(|a| a.len() == reports.len()) {
-            Some(answers) => {
-                if let Some(shared) = shared {
-                    let (now, wall) = (shared.now_nanos(), SystemTime::now());
-                    for ((budget, report), answer) in chunk.iter_mut().zip(&reports).zip(answers) {
-                        budget.apply(report, answer, now, wall);
-                    }
-                }
+        if let Some(shared) = shared {
+            let (now, wall) = (shared.now_nanos(), SystemTime::now());
+            for ((budget, report), answer) in chunk.iter_mut().zip(&reports).zip(answers) {
+                budget.apply(report, answer, now, wall);
             }
-            None => {
-                answered = false;
-                for (budget, report) in chunk.iter_mut().zip(&reports) {
-                    budget.failed(report);
-                }
-            }
+            // A long round (many budgets) is no sign of a stalled task.
+            shared.still_answering();
         }
     }
-    answered
+    true
 }
 
 /// A random name for this instance's heartbeat.

@@ -51,7 +51,7 @@ use crate::render::{ErrorResponse, Render};
 #[cfg(feature = "redis")]
 mod sync;
 #[cfg(feature = "redis")]
-pub(crate) use sync::{Handed, Report, Shared, Watched};
+pub(crate) use sync::{Handed, Report, Shared, Totals, Watched};
 
 /// The `RateLimit-Policy` and `RateLimit` values of one response.
 pub(crate) type LimitHeaders = (HeaderValue, HeaderValue);
@@ -1001,12 +1001,14 @@ mod tests {
             [Limit::rate("requests", 60, Duration::from_secs(60)).unwrap()],
         );
         let one = Cost::default();
-        let units = |watched: &mut [Watched]| {
+        let mut totals = Totals::default();
+        let mut units = |watched: &mut [Watched]| {
             let wall = SystemTime::now();
             let mut units: Vec<(&str, i64)> = watched
                 .iter_mut()
                 .map(|b| {
-                    let report = b.report(wall);
+                    let mut report = b.report(wall);
+                    totals.add(&mut report);
                     (report.kind, report.units)
                 })
                 .collect();
@@ -1020,17 +1022,25 @@ mod tests {
         // A round whose answer is lost: the quota's total is sent again (a
         // total, set, not added), the rate's units are not.
         let wall = SystemTime::now();
+        let mut lost = Totals::default();
         for budget in &mut watched {
-            let report = budget.report(wall);
-            budget.failed(&report);
+            let mut report = budget.report(wall);
+            lost.add(&mut report);
+            budget.failed(&report, &mut lost);
         }
         assert!(limiter.count(&quota, &one).is_ok() && limiter.count(&rate, &one).is_ok());
         assert_eq!(units(&mut watched), [("m", 4), ("r", 1)]);
+        // Released when idle and watched again, the quota's budget adds to
+        // this instance's total: it does not start it over.
+        assert!(limiter.count(&quota, &one).is_ok());
+        let quota_at = usize::from(watched[0].key_for_tests().starts_with("t:r:"));
+        let mut again = vec![watched[quota_at].watched_again_for_tests("t")];
+        assert_eq!(units(&mut again), [("m", 5)]);
         // Refunds after the report: the quota's total goes down, the rate
         // reports negative units.
         limiter.give_back(&quota, &one);
         limiter.give_back(&rate, &one);
-        assert_eq!(units(&mut watched), [("m", 3), ("r", -1)]);
+        assert_eq!(units(&mut watched), [("m", 4), ("r", -1)]);
         // Redis unreachable: what a rate admits meanwhile is kept while it
         // is still ahead of now, and forgotten once it has come back.
         shared.unreachable(2);

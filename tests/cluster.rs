@@ -528,7 +528,8 @@ fn monthly(count: u64) -> Limit {
     Limit::monthly("monthly", count).unwrap().per_account()
 }
 
-/// The month's use of `account`'s quota in Redis: the instances' totals.
+/// The month's use of `account`'s quota in Redis: the instances' totals,
+/// which must add up to the sum Redis answers with.
 async fn redis_used(url: &str, prefix: &str, account: &str) -> u64 {
     let client = redis::Client::open(url).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
@@ -539,12 +540,19 @@ async fn redis_used(url: &str, prefix: &str, account: &str) -> u64 {
         .await
         .unwrap();
     assert_eq!(keys.len(), 1, "{pattern}: {keys:?}");
-    let totals: Vec<u64> = redis::cmd("HVALS")
+    let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
         .arg(&keys[0])
         .query_async(&mut redis)
         .await
         .unwrap();
-    totals.iter().sum()
+    // The `sum` field the script keeps, and the instances' totals it sums.
+    let instances: u64 = fields
+        .iter()
+        .filter(|(f, _)| *f != "sum")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(fields.get("sum"), Some(&instances), "{fields:?}");
+    instances
 }
 
 /// Deletes what a test left under `prefix` (a quota's month lasts weeks).
@@ -757,5 +765,27 @@ async fn a_dropped_gate_reports_what_it_counted_since_its_last_round() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(redis_used(&url, &prefix, "ws_stop").await, 7);
+    forget(&url, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_quota_idle_long_enough_to_be_released_keeps_its_count() {
+    let Some(url) = redis_url() else { return };
+    let prefix = prefix("idle");
+    let keys = keys(&["ws_idle"], &monthly(1_000));
+    // A round a millisecond: 100 idle rounds, and the task lets the budget go.
+    let redis = RedisLimits::new(&url)
+        .unwrap()
+        .prefix(&prefix)
+        .sync_every(Duration::from_millis(1));
+    let instance = Instance::start(&keys, redis).await;
+    instance.wait_for(true, None).await;
+    assert_eq!(instance.admitted_of("ws_idle", 5).await, 5);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(redis_used(&url, &prefix, "ws_idle").await, 5);
+    // Watched again: this instance's total goes on from 5.
+    assert_eq!(instance.admitted_of("ws_idle", 3).await, 3);
+    rounds().await;
+    assert_eq!(redis_used(&url, &prefix, "ws_idle").await, 8);
     forget(&url, &prefix).await;
 }

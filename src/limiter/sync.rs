@@ -14,9 +14,10 @@
 //! A rate's report adds units to a GCRA time in Redis: a report whose
 //! answer is lost is not sent again ([`Watched::failed`] drops it), so a
 //! late reply never counts twice. A quota's report is this instance's
-//! total for the month, set rather than added: sent again, it changes
-//! nothing, so its units go back for the next round.
+//! total for the month ([`Totals`]), set rather than added: sent again, it
+//! changes nothing, so its units go back for the next round.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -141,6 +142,15 @@ impl Shared {
         self.handed.clone()
     }
 
+    /// Redis answered part of a round: the full limits hold a while longer,
+    /// if Redis counted as reachable.
+    pub(crate) fn still_answering(&self) {
+        if self.connected.load(Ordering::Relaxed) {
+            let until = self.now_nanos().saturating_add(self.stale_after);
+            self.fresh_until.store(until, Ordering::Relaxed);
+        }
+    }
+
     /// Redis answered a round (with `instances` running): the full limits
     /// hold until the answer is stale.
     pub(crate) fn answered(&self, instances: u32) {
@@ -172,15 +182,46 @@ impl Shared {
     }
 }
 
+/// This instance's total per quota key and month, kept by the task apart
+/// from the budgets it watches: a budget released when idle and watched
+/// again, or two budgets under one key (a plan change that kept the
+/// limit's name), add to the same total rather than start it over.
+#[derive(Default)]
+pub(crate) struct Totals {
+    month: u32,
+    by_key: HashMap<String, u64>,
+}
+
+impl Totals {
+    /// Makes a quota `report`'s units this instance's total for its key.
+    pub(crate) fn add(&mut self, report: &mut Report) {
+        if report.kind != "m" {
+            return;
+        }
+        if report.month != self.month {
+            // A new month: the old one's totals are Redis's alone.
+            (self.month, self.by_key) = (report.month, HashMap::new());
+        }
+        let total = self.by_key.entry(report.key.clone()).or_default();
+        *total = total.saturating_add_signed(report.taken);
+        report.units = i64::try_from(*total).unwrap_or(i64::MAX);
+    }
+
+    fn undo(&mut self, report: &Report) {
+        if let Some(total) = self.by_key.get_mut(&report.key) {
+            *total = total.saturating_add_signed(report.taken.saturating_neg());
+        }
+    }
+}
+
 /// One budget the task reports.
 pub(crate) struct Watched {
     state: Arc<State>,
     budget: Arc<Budget>,
     /// The Redis key (a quota's without its month).
     key: String,
-    /// The month of a quota's last report, and this instance's total in it.
+    /// The month of a quota's last report.
     month: u32,
-    total: u64,
     idle_rounds: u32,
 }
 
@@ -196,6 +237,8 @@ pub(crate) struct Report {
     pub(crate) param: f64,
     /// The units taken from `pending` for this report.
     taken: i64,
+    /// A quota's month.
+    month: u32,
 }
 
 impl Watched {
@@ -220,7 +263,6 @@ impl Watched {
             budget,
             key,
             month: 0,
-            total: 0,
             idle_rounds: 0,
         }
     }
@@ -228,6 +270,11 @@ impl Watched {
     #[cfg(test)]
     pub(crate) fn key_for_tests(&self) -> &str {
         &self.key
+    }
+
+    #[cfg(test)]
+    pub(crate) fn watched_again_for_tests(&self, prefix: &str) -> Watched {
+        Watched::new(prefix, Arc::clone(&self.state), Arc::clone(&self.budget))
     }
 
     #[cfg(test)]
@@ -250,22 +297,22 @@ impl Watched {
                 units: taken,
                 param: interval as f64 / 1_000.0,
                 taken,
+                month: 0,
             },
             Meter::Monthly { .. } => {
                 let (month, next) = month_of(wall);
-                if month != self.month {
-                    // Units counted just before the month ended (or during
-                    // an outage that spanned its end) count in the new one.
-                    (self.month, self.total) = (month, 0);
-                }
-                self.total = self.total.saturating_add_signed(taken);
+                // Units counted just before the month ended (or during an
+                // outage that spanned its end) count in the new one.
+                self.month = month;
                 let keep = next.duration_since(wall).unwrap_or_default() + MONTH_GRACE;
                 Report {
                     key: format!("{}:{month}", self.key),
                     kind: "m",
-                    units: i64::try_from(self.total).unwrap_or(i64::MAX),
+                    // The task's [`Totals`] makes it this instance's total.
+                    units: taken,
                     param: keep.as_secs() as f64,
                     taken,
+                    month,
                 }
             }
         }
@@ -312,13 +359,11 @@ impl Watched {
 
     /// Redis did not take `report`, or its answer was lost (it may have
     /// run): a quota's units go back for the next round, which sets the
-    /// total again; a rate's are dropped, as adding them again could count
-    /// them twice.
-    pub(crate) fn failed(&mut self, report: &Report) {
+    /// total again (`totals` forgets them); a rate's are dropped, as adding
+    /// them again could count them twice.
+    pub(crate) fn failed(&mut self, report: &Report, totals: &mut Totals) {
         if report.kind == "m" {
-            self.total = self
-                .total
-                .saturating_add_signed(report.taken.saturating_neg());
+            totals.undo(report);
             self.budget
                 .pending
                 .fetch_add(report.taken, Ordering::SeqCst);
