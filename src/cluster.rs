@@ -28,9 +28,10 @@
 //! answer is sent again (a quota's total, set rather than added, so a late
 //! answer to a round that did run counts it once; a rate's units are
 //! dropped instead, so they never count twice), units given back after a
-//! round are reported as a refund, and a dropped gate runs one last round
-//! while its runtime still runs (a process that exits right after dropping
-//! it may cut that round short). A crash loses what was admitted since the
+//! round are reported as a refund, and
+//! [`Gate::flush_limits`](crate::Gate::flush_limits) runs a round at once
+//! (call it after a graceful shutdown); a dropped gate also runs one last
+//! round, while its runtime still runs. A crash loses what was admitted since the
 //! last round (measured in BENCHMARKS.md: less than one round's worth).
 //!
 //! # When Redis is unreachable
@@ -79,7 +80,7 @@ use redis::{AsyncConnectionConfig, Client, Script};
 use tokio::time::Instant;
 
 use crate::error::ConfigError;
-use crate::limiter::{Handed, Report, Shared, Totals, Watched};
+use crate::limiter::{Flush, Handed, Report, Shared, Totals, Watched};
 
 /// Adds each budget's report to its shared budget and answers it. A rate
 /// (`r`): units added to GCRA's arrival time, in microseconds on Redis's
@@ -212,9 +213,14 @@ impl RedisLimits {
         // An answer older than 50 rounds (a second at least) is stale: the
         // task has stopped or cannot keep up, so the share applies.
         let stale_after = (self.sync_every * 50).max(Duration::from_secs(1));
-        let (gone, dropped) = tokio::sync::oneshot::channel();
-        let shared = Arc::new(Shared::new(fallback, stale_after, gone));
-        runtime.spawn(run(self, Arc::downgrade(&shared), shared.handed(), dropped));
+        let (rounds, requests) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::new(fallback, stale_after, rounds));
+        runtime.spawn(run(
+            self,
+            Arc::downgrade(&shared),
+            shared.handed(),
+            requests,
+        ));
         Ok(shared)
     }
 }
@@ -267,7 +273,7 @@ async fn run(
     config: RedisLimits,
     shared: Weak<Shared>,
     handed: Handed,
-    mut dropped: tokio::sync::oneshot::Receiver<()>,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Flush>,
 ) {
     let id = instance_id();
     let (sync, heartbeat) = (Script::new(SYNC), Script::new(HEARTBEAT));
@@ -283,11 +289,16 @@ async fn run(
     let mut seen = config.instances.map_or(1, NonZeroU32::get);
     let mut next_round = Instant::now();
     loop {
-        // Until the next round is due, or the gate is dropped (its sender
-        // with it), whichever comes first.
-        let _ = tokio::time::timeout_at(next_round, &mut dropped).await;
-        next_round = (next_round + config.sync_every).max(Instant::now());
-        let shared = shared.upgrade();
+        // Until the next round is due, a flush asks for one, or the gate
+        // is dropped (the sender with it), whichever comes first.
+        let (reply, shared) = match tokio::time::timeout_at(next_round, requests.recv()).await {
+            Err(_) => {
+                next_round = (next_round + config.sync_every).max(Instant::now());
+                (None, shared.upgrade())
+            }
+            Ok(Some(reply)) => (Some(reply), shared.upgrade()),
+            Ok(None) => (None, None),
+        };
         for budget in handed.take(&config.prefix) {
             watched.entry(budget.id()).or_insert(budget);
         }
@@ -299,7 +310,9 @@ async fn run(
             }
             return;
         };
-        if connection.is_none() && Instant::now() >= next_attempt {
+        // A flush tries at once, backing off or not: it is the last
+        // chance before a graceful exit.
+        if connection.is_none() && (reply.is_some() || Instant::now() >= next_attempt) {
             let attempt = config
                 .client
                 .get_multiplexed_async_connection_with_config(&connection_config);
@@ -353,6 +366,9 @@ async fn run(
             }
         }
         watched.retain(|_, budget| !budget.release());
+        if let Some(reply) = reply {
+            let _ = reply.send(answered);
+        }
     }
 }
 

@@ -114,6 +114,20 @@ impl Gate {
         self.inner.core.limiter.shared().map(ClusterStatus::of)
     }
 
+    /// Cluster mode: reports every budget's units to Redis now, and answers
+    /// whether Redis took them (`false` when it is unreachable, or outside
+    /// cluster mode). Call it after a graceful shutdown, before the process
+    /// exits, so that nothing counted since the last round is lost; a gate
+    /// that is simply dropped also reports, but only while its runtime
+    /// still runs.
+    #[cfg(feature = "redis")]
+    pub async fn flush_limits(&self) -> bool {
+        match self.inner.core.limiter.shared() {
+            Some(shared) => shared.flush().await,
+            None => false,
+        }
+    }
+
     /// A layer that requires the `api-access` entitlement: the one every API
     /// request needs.
     pub fn api_access(&self) -> EntitlementLayer {

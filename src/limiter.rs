@@ -51,7 +51,7 @@ use crate::render::{ErrorResponse, Render};
 #[cfg(feature = "redis")]
 mod sync;
 #[cfg(feature = "redis")]
-pub(crate) use sync::{Handed, Report, Shared, Totals, Watched};
+pub(crate) use sync::{Flush, Handed, Report, Shared, Totals, Watched};
 
 /// The `RateLimit-Policy` and `RateLimit` values of one response.
 pub(crate) type LimitHeaders = (HeaderValue, HeaderValue);
@@ -927,7 +927,7 @@ mod tests {
         let shared = Arc::new(Shared::new(
             2,
             Duration::from_secs(60),
-            tokio::sync::oneshot::channel().0,
+            tokio::sync::mpsc::unbounded_channel().0,
         ));
         let limiter = Limiter::new(Render::default(), false).with_shared(Arc::clone(&shared));
         let rate = Limit::rate("requests", 40, Duration::from_secs(60)).unwrap();
@@ -991,7 +991,7 @@ mod tests {
         let shared = Arc::new(Shared::new(
             2,
             Duration::from_secs(60),
-            tokio::sync::oneshot::channel().0,
+            tokio::sync::mpsc::unbounded_channel().0,
         ));
         shared.answered(1);
         let limiter = Limiter::new(Render::default(), false).with_shared(Arc::clone(&shared));

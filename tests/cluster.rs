@@ -709,7 +709,7 @@ async fn a_crash_loses_at_most_one_round_of_a_quota() {
 }
 
 #[tokio::test]
-async fn a_dropped_gate_reports_what_it_counted_since_its_last_round() {
+async fn a_flush_and_a_dropped_gate_report_what_was_counted_since_the_last_round() {
     use tower::{Layer, ServiceExt};
     let Some(url) = redis_url() else { return };
     let prefix = prefix("stop");
@@ -735,14 +735,24 @@ async fn a_dropped_gate_reports_what_it_counted_since_its_last_round() {
         .layer(tower::service_fn(|_: Request<Full<Bytes>>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
         }));
-    for _ in 0..7 {
-        let request = Request::get("/api/v1/contacts")
-            .header("authorization", "Bearer ws_stop")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = service.clone().oneshot(request).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-    }
+    let admit = |n: usize| {
+        let service = service.clone();
+        async move {
+            for _ in 0..n {
+                let request = Request::get("/api/v1/contacts")
+                    .header("authorization", "Bearer ws_stop")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = service.clone().oneshot(request).await.unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+            }
+        }
+    };
+    // A flush reports at once, the gate running on.
+    admit(5).await;
+    assert!(gate.flush_limits().await, "Redis took the round");
+    assert_eq!(redis_used(&url, &prefix, "ws_stop").await, 5);
+    admit(2).await;
     drop((service, gate));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

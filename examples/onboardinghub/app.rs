@@ -331,7 +331,7 @@ impl App {
 
     /// The gate: every route's scope layer also requires the plan's
     /// `api-access`, so one layer per route does both checks.
-    fn gate(&self) -> Result<Gate, ConfigError> {
+    pub fn gate(&self) -> Result<Gate, ConfigError> {
         let builder = match &self.keys {
             Keys::Memory {
                 cache, registry, ..
@@ -352,8 +352,15 @@ impl App {
     /// The full router: `/api/v1/…` behind scopegate, `/developer/keys`
     /// behind the admin token; with the `openapi` feature, `/openapi.json`,
     /// written from the same layers.
+    #[allow(dead_code)] // main.rs keeps its gate (router_with); the tests need not.
     pub fn router(&self) -> Result<Router, Box<dyn std::error::Error>> {
-        let gate = self.gate()?;
+        self.router_with(&self.gate()?)
+    }
+
+    /// The full router, its API routes behind `gate` (one from
+    /// [`App::gate`]), so that the caller keeps the gate: to flush its
+    /// limits on shutdown, for one.
+    pub fn router_with(&self, gate: &Gate) -> Result<Router, Box<dyn std::error::Error>> {
         let scope = |name: &str| gate.require_scope(name);
         let mut guarded = Guarded::default();
         let mut api = Router::new();

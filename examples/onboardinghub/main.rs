@@ -62,7 +62,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Err(_) => in_memory(&admin_token, oauth.as_ref())?,
     };
     let app = limits_mode(app)?;
-    let mut router = app.router()?;
+    let gate = app.gate()?;
+    let mut router = app.router_with(&gate)?;
     // Benchmark tooling: benches/e2e.sh's baseline. Off unless asked for.
     if std::env::var_os("BENCH_UNPROTECTED").is_some_and(|v| v == "1") {
         eprintln!(
@@ -88,6 +89,12 @@ async fn main() -> Result<(), Box<dyn Error>> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    // Cluster mode: report what was counted since the last round before
+    // the process (and the runtime the sync task runs on) goes away.
+    #[cfg(feature = "redis")]
+    if gate.cluster_status().is_some() && !gate.flush_limits().await {
+        eprintln!("Redis did not take the last round of limits: up to one round is lost");
+    }
     Ok(())
 }
 

@@ -34,6 +34,9 @@ const IDLE_ROUNDS: u32 = 100;
 /// How long Redis keeps a quota's month after it ends.
 const MONTH_GRACE: Duration = Duration::from_secs(35 * 86_400);
 
+/// A request for a round now, and where to say whether Redis took it.
+pub(crate) type Flush = tokio::sync::oneshot::Sender<bool>;
+
 /// Budgets handed to the task and not yet taken; the task holds them too,
 /// so that a last round after the gate is dropped still sees them.
 #[derive(Clone, Default)]
@@ -68,18 +71,19 @@ pub(crate) struct Shared {
     instances: AtomicU32,
     connected: AtomicBool,
     handed: Handed,
-    /// Dropped with the gate: the task then runs its last round at once.
-    _gone: tokio::sync::oneshot::Sender<()>,
+    /// Asks the task for a round now ([`flush`](Self::flush)); dropped
+    /// with the gate, it tells the task to run its last round at once.
+    rounds: tokio::sync::mpsc::UnboundedSender<Flush>,
 }
 
 impl Shared {
     /// Starts unreachable: until Redis first answers, each instance admits
-    /// its `fallback` share. An answer holds for `stale_after`; `gone` is
-    /// dropped with this.
+    /// its `fallback` share. An answer holds for `stale_after`; `rounds`
+    /// reaches the task.
     pub(crate) fn new(
         fallback: u32,
         stale_after: Duration,
-        gone: tokio::sync::oneshot::Sender<()>,
+        rounds: tokio::sync::mpsc::UnboundedSender<Flush>,
     ) -> Self {
         Shared {
             origin: quanta::Instant::now(),
@@ -88,7 +92,7 @@ impl Shared {
             instances: AtomicU32::new(fallback.max(1)),
             connected: AtomicBool::new(false),
             handed: Handed::default(),
-            _gone: gone,
+            rounds,
         }
     }
 
@@ -135,6 +139,12 @@ impl Shared {
         budget
             .pending
             .fetch_sub(i64::from(units.get()), Ordering::SeqCst);
+    }
+
+    /// Has the task run a round now; answers whether Redis took it.
+    pub(crate) async fn flush(&self) -> bool {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.rounds.send(reply).is_ok() && answer.await.unwrap_or(false)
     }
 
     /// What the task holds to take the budgets handed over.
