@@ -267,8 +267,8 @@ impl ClusterStatus {
     }
 }
 
-/// The sync task: a round every `sync_every` until the gate is dropped,
-/// then a last one.
+/// The sync task: a round every `sync_every`, and one at once for each
+/// batch of flushes, until the gate is dropped; then a last one.
 async fn run(
     config: RedisLimits,
     shared: Weak<Shared>,
@@ -291,13 +291,21 @@ async fn run(
     loop {
         // Until the next round is due, a flush asks for one, or the gate
         // is dropped (the sender with it), whichever comes first.
-        let (reply, shared) = match tokio::time::timeout_at(next_round, requests.recv()).await {
+        // Flushes asked for meanwhile share the round.
+        let mut replies = Vec::new();
+        let shared = match tokio::time::timeout_at(next_round, requests.recv()).await {
             Err(_) => {
                 next_round = (next_round + config.sync_every).max(Instant::now());
-                (None, shared.upgrade())
+                shared.upgrade()
             }
-            Ok(Some(reply)) => (Some(reply), shared.upgrade()),
-            Ok(None) => (None, None),
+            Ok(Some(reply)) => {
+                replies.push(reply);
+                while let Ok(reply) = requests.try_recv() {
+                    replies.push(reply);
+                }
+                shared.upgrade()
+            }
+            Ok(None) => None,
         };
         for budget in handed.take(&config.prefix) {
             watched.entry(budget.id()).or_insert(budget);
@@ -312,7 +320,7 @@ async fn run(
         };
         // A flush tries at once, backing off or not: it is the last
         // chance before a graceful exit.
-        if connection.is_none() && (reply.is_some() || Instant::now() >= next_attempt) {
+        if connection.is_none() && (!replies.is_empty() || Instant::now() >= next_attempt) {
             let attempt = config
                 .client
                 .get_multiplexed_async_connection_with_config(&connection_config);
@@ -327,11 +335,13 @@ async fn run(
                 }
             }
         }
-        let answered = match &mut connection {
+        // Whether Redis took the round (what a flush answers), and whether
+        // it answered all that was asked (a heartbeat too, when due).
+        let (took, answered) = match &mut connection {
             Some(redis) => {
-                let mut answered =
-                    round(redis, &sync, &id, &mut watched, &mut totals, Some(&shared)).await;
-                if answered && Instant::now() >= next_heartbeat {
+                let took = round(redis, &sync, &id, &mut watched, &mut totals, Some(&shared)).await;
+                let mut answered = took;
+                if took && Instant::now() >= next_heartbeat {
                     let mut call = heartbeat.key(&instances_key);
                     call.arg(&id).arg(HEARTBEAT_WINDOW.as_millis() as u64);
                     let count = call.invoke_async::<u32>(redis);
@@ -343,9 +353,9 @@ async fn run(
                         _ => answered = false,
                     }
                 }
-                answered
+                (took, answered)
             }
-            None => false,
+            None => (false, false),
         };
         if answered {
             shared.answered(seen);
@@ -366,8 +376,8 @@ async fn run(
             }
         }
         watched.retain(|_, budget| !budget.release());
-        if let Some(reply) = reply {
-            let _ = reply.send(answered);
+        for reply in replies {
+            let _ = reply.send(took);
         }
     }
 }

@@ -116,10 +116,15 @@ impl Gate {
 
     /// Cluster mode: reports every budget's units to Redis now, and answers
     /// whether Redis took them (`false` when it is unreachable, or outside
-    /// cluster mode). Call it after a graceful shutdown, before the process
-    /// exits, so that nothing counted since the last round is lost; a gate
-    /// that is simply dropped also reports, but only while its runtime
-    /// still runs.
+    /// cluster mode; a quota's units not taken are sent again with the next
+    /// round, as for any round Redis does not answer).
+    ///
+    /// Call it after a graceful shutdown, before the process exits, so that
+    /// nothing counted since the last round is lost. The round runs on the
+    /// runtime the gate was built on, which must still be running (a gate
+    /// that is simply dropped also runs a last round, but only while that
+    /// runtime runs on); once it has shut down, this answers `false`.
+    /// Flushes asked for at the same time share one round.
     #[cfg(feature = "redis")]
     pub async fn flush_limits(&self) -> bool {
         match self.inner.core.limiter.shared() {
