@@ -10,9 +10,12 @@
 //!
 //! An extractor's refusal counts in the metrics (feature `metrics`) as a
 //! layer's does, once, as rejected. It comes after the layers counted the
-//! request against the credential's [limits](crate::limit), which keep
-//! those units: where a refused request must spend nothing, require the
-//! scope with a layer.
+//! request against the credential's [limits](crate::limit), and gives those
+//! units back: a refused request spends nothing, as a layer's refusal does
+//! (where layers of two gates counted it, only the units of the innermost
+//! gate that counted go back). Both happen when the refusal becomes the
+//! response: a handler that catches it ([`Refused`]) and answers otherwise
+//! has the request counted as admitted.
 //!
 //! # Example
 //!
@@ -190,6 +193,7 @@ impl<T: ScopeName> fmt::Debug for RequireScope<T> {
 #[cfg(feature = "axum")]
 mod axum_impls {
     use std::convert::Infallible;
+    use std::fmt;
     use std::marker::PhantomData;
     use std::sync::Arc;
 
@@ -200,25 +204,67 @@ mod axum_impls {
     use super::{Authenticated, RequireScope, ScopeName};
     use crate::credential::Credential;
     use crate::error::Rejection;
+    use crate::guard::Refund;
     use crate::render::{ErrorResponse, Render};
     use crate::scope::Scope;
 
     /// Why an extractor refused: the rejection, rendered as the error
     /// contract's default (and put into the response's extensions, as the
     /// layers do).
-    #[derive(Debug)]
-    pub struct Refused(pub(super) Rejection);
+    ///
+    /// The refusal takes effect when it becomes the response: it counts in
+    /// the metrics then, and the limit units the layers counted for the
+    /// request go back then. A handler that catches it (taking a `Result`
+    /// or an `Either` of extractors) and answers otherwise has the request
+    /// counted as the layers let it through.
+    pub struct Refused {
+        rejection: Rejection,
+        /// The credential the layers let through, if any.
+        credential: Option<Arc<Credential>>,
+        refund: Option<Refund>,
+    }
 
     impl Refused {
         /// What was refused.
         pub fn rejection(&self) -> &Rejection {
-            &self.0
+            &self.rejection
+        }
+
+        /// No layer resolved a credential.
+        fn missing() -> Self {
+            Refused {
+                rejection: Rejection::MissingCredential,
+                credential: None,
+                refund: None,
+            }
+        }
+    }
+
+    impl fmt::Debug for Refused {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_tuple("Refused").field(&self.rejection).finish()
         }
     }
 
     impl IntoResponse for Refused {
         fn into_response(self) -> Response {
-            ErrorResponse::new(self.0, &Render::default())
+            // Counted by the metrics as the layers count theirs: a request
+            // a layer let through is overruled, so it counts once, as
+            // rejected.
+            #[cfg(feature = "metrics")]
+            {
+                let credential = self.credential.as_deref();
+                if let Some(credential) = credential {
+                    crate::metrics::overruled(credential);
+                }
+                crate::metrics::rejected(self.rejection.kind(), credential);
+            }
+            #[cfg(not(feature = "metrics"))]
+            let _ = self.credential;
+            if let Some(refund) = self.refund {
+                refund.give();
+            }
+            ErrorResponse::new(self.rejection, &Render::default())
                 .to_http_response()
                 .map(axum_core::body::Body::from)
         }
@@ -235,7 +281,7 @@ mod axum_impls {
         type Rejection = Refused;
 
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refused> {
-            credential(parts).ok_or_else(|| refused(Rejection::MissingCredential, None))
+            credential(parts).ok_or_else(Refused::missing)
         }
     }
 
@@ -252,38 +298,26 @@ mod axum_impls {
 
         async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refused> {
             let Some(credential) = credential(parts) else {
-                return Err(refused(Rejection::MissingCredential, None));
+                return Err(Refused::missing());
             };
             // Valid by `scope_type!`. Should the process's scope registry be
             // full, no credential can hold the scope: refused as the server's
             // fault, 503 (fail closed).
-            match Scope::new(T::NAME) {
+            let rejection = match Scope::new(T::NAME) {
                 Ok(scope) if credential.scopes().contains(scope) => {
-                    Ok(RequireScope(credential, PhantomData))
+                    return Ok(RequireScope(credential, PhantomData));
                 }
-                Ok(scope) => Err(refused(
-                    Rejection::InsufficientScope(scope),
-                    Some(&credential),
-                )),
-                Err(_) => Err(refused(Rejection::StoreUnavailable, Some(&credential))),
-            }
+                Ok(scope) => Rejection::InsufficientScope(scope),
+                Err(_) => Rejection::StoreUnavailable,
+            };
+            // Refused after the layers counted it: the units go back with
+            // the response.
+            Err(Refused {
+                rejection,
+                refund: Refund::take(&mut parts.extensions, &credential.0),
+                credential: Some(credential.0),
+            })
         }
-    }
-
-    /// A refusal, counted by the metrics (feature `metrics`) as the layers
-    /// count theirs: a request a layer let through with `credential` is
-    /// overruled, so it counts once, as rejected.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    fn refused(rejection: Rejection, credential: Option<&Authenticated>) -> Refused {
-        #[cfg(feature = "metrics")]
-        {
-            let credential = credential.map(|c| &*c.0);
-            if let Some(credential) = credential {
-                crate::metrics::overruled(credential);
-            }
-            crate::metrics::rejected(rejection.kind(), credential);
-        }
-        Refused(rejection)
     }
 }
 

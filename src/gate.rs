@@ -65,6 +65,14 @@ struct GateInner {
     rules: Rules,
 }
 
+#[cfg(all(test, feature = "axum"))]
+impl Gate {
+    /// What its layers share, for the crate's tests.
+    pub(crate) fn core(&self) -> &Core {
+        &self.inner.core
+    }
+}
+
 impl Gate {
     /// A gate with the default configuration in front of `cache`.
     pub fn new<S: CredentialStore + 'static>(cache: CachedStore<S>) -> Self {
@@ -383,7 +391,7 @@ impl GateBuilder {
         let entitlement = self.entitlement.map(Arc::from);
         Gate {
             inner: Arc::new(GateInner {
-                core: Arc::new(core),
+                core: core.shared(),
                 rules: Rules::new(self.render, implications, entitlement),
             }),
         }

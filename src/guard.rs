@@ -9,8 +9,12 @@
 //! [`Guard::decide_resolved`] to finish.
 
 use std::borrow::Cow;
+#[cfg(feature = "axum")]
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+#[cfg(feature = "axum")]
+use std::sync::{PoisonError, RwLock, Weak};
 
 use http::Request;
 
@@ -51,13 +55,113 @@ pub(crate) struct Core {
 /// layer's cost: the innermost knows the route best. An inner layer that
 /// refuses the request gives the units back; one with another cost gives
 /// them back and counts its own. Layers of another gate keep budgets of
-/// their own and count separately.
-#[derive(Clone)] // `Extensions` requires it.
+/// their own and count separately. A handler's extractor that refuses
+/// the request gives them back too ([`Refund`], feature `axum`).
+#[cfg_attr(not(feature = "axum"), derive(Clone))] // `Extensions` requires it.
 struct Counted {
-    /// The gate's address: an identity, never dereferenced (an `Arc` here
-    /// would be a reference count every request of the gate shares).
-    gate: usize,
+    /// The gate's limiter's id: an identity (an `Arc` here would be a
+    /// reference count every request of the gate shares).
+    gate: u64,
     cost: Cost,
+    /// A copy of another request's note (a retry's, a fan-out's): what it
+    /// says was counted once, for the original, so an extractor's refusal
+    /// gives nothing back for it.
+    #[cfg(feature = "axum")]
+    copy: bool,
+}
+
+/// `Extensions` requires it; the crate never copies a note itself.
+#[cfg(feature = "axum")]
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        Counted {
+            gate: self.gate,
+            cost: self.cost.clone(),
+            copy: true,
+        }
+    }
+}
+
+/// The gates alive, by their limiter's id: where an extractor that refuses
+/// a request the layers counted finds the gate to give the units back to.
+/// Read only on that cold path; the request carries only the id.
+#[cfg(feature = "axum")]
+static GATES: RwLock<BTreeMap<u64, Weak<Core>>> = RwLock::new(BTreeMap::new());
+
+impl Core {
+    /// Shared by the gate's layers (and, with the `axum` feature, found by
+    /// the extractors' refunds).
+    pub(crate) fn shared(self) -> Arc<Core> {
+        let core = Arc::new(self);
+        #[cfg(feature = "axum")]
+        GATES
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(core.limiter.id(), Arc::downgrade(&core));
+        core
+    }
+}
+
+#[cfg(feature = "axum")]
+impl Drop for Core {
+    fn drop(&mut self) {
+        GATES
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.limiter.id());
+    }
+}
+
+/// What a handler's extractor that refuses a request the layers let
+/// through gives back when its refusal becomes the response, so that the
+/// request spends nothing, as with a layer's refusal. Taken at the refusal,
+/// given only with the response: a refusal the handler catches (a
+/// `Result` or `Either` extractor) and serves past keeps the units spent.
+#[cfg(feature = "axum")]
+pub(crate) struct Refund {
+    counted: Counted,
+    credential: Arc<Credential>,
+}
+
+#[cfg(feature = "axum")]
+impl Refund {
+    /// The request's note, taken so that it is given back once at most;
+    /// none for a copy of another request's note. Where layers of two gates
+    /// counted the request, the note is the innermost counting gate's, and
+    /// only its units can go back.
+    pub(crate) fn take(
+        extensions: &mut http::Extensions,
+        credential: &Arc<Credential>,
+    ) -> Option<Refund> {
+        let counted = extensions.remove::<Counted>().filter(|c| !c.copy)?;
+        Some(Refund {
+            counted,
+            credential: Arc::clone(credential),
+        })
+    }
+
+    /// Gives the units back to the gate that counted them, if it is still
+    /// there.
+    #[cold]
+    pub(crate) fn give(self) {
+        let core = GATES
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&self.counted.gate)
+            .and_then(Weak::upgrade);
+        if let Some(core) = core {
+            core.limiter.give_back(&self.credential, &self.counted.cost);
+        }
+    }
+}
+
+#[cfg(feature = "axum")]
+impl fmt::Debug for Refund {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refund")
+            .field("units", &self.counted.cost.units)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a decision changes of the request's [`Counted`] note.
@@ -316,6 +420,8 @@ impl Guard {
                     Mark::Set(Counted {
                         gate: self.gate(),
                         cost: cost.clone(),
+                        #[cfg(feature = "axum")]
+                        copy: false,
                     })
                 } else {
                     Mark::Keep
@@ -368,8 +474,8 @@ impl Guard {
     }
 
     /// This guard's gate, as an identity.
-    fn gate(&self) -> usize {
-        Arc::as_ptr(&self.core) as usize
+    fn gate(&self) -> u64 {
+        self.core.limiter.id()
     }
 
     /// Checks `credential` against `rule`.
@@ -495,5 +601,53 @@ impl fmt::Debug for Guard {
             Check::Optional(rule) => s.field("optional", rule),
         }
         .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, feature = "axum"))]
+mod tests {
+    use super::*;
+    use crate::{CachedStore, Gate, MemoryStore};
+
+    fn registered(id: u64) -> bool {
+        GATES
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(&id)
+    }
+
+    #[test]
+    fn a_note_gives_back_once_and_a_copy_never() {
+        let note = Counted {
+            gate: 7,
+            cost: Cost::default(),
+            copy: false,
+        };
+        let credential = Arc::new(Credential::new(
+            "key_1",
+            "ws_acme",
+            crate::CredentialKind::ApiKey,
+        ));
+        let mut extensions = http::Extensions::new();
+        // A retry's or a fan-out's copy of the request carries a copy.
+        extensions.insert(note.clone());
+        assert!(Refund::take(&mut extensions, &credential).is_none());
+        assert!(extensions.get::<Counted>().is_none(), "taken all the same");
+        extensions.insert(note);
+        assert!(Refund::take(&mut extensions, &credential).is_some());
+        assert!(Refund::take(&mut extensions, &credential).is_none(), "once");
+    }
+
+    #[test]
+    fn a_gate_is_registered_while_it_lives_and_no_longer() {
+        let gate = Gate::new(CachedStore::new(MemoryStore::new()));
+        let layer = gate.api_access();
+        let id = gate.core().limiter.id();
+        assert!(registered(id));
+        // A layer holds the gate's core: the gate lives on in it.
+        drop(gate);
+        assert!(registered(id));
+        drop(layer);
+        assert!(!registered(id));
     }
 }

@@ -8,7 +8,8 @@
 //! [`with_limits`](crate::Credential::with_limits), so they are resolved,
 //! cached and invalidated with it. The layers count an admitted request
 //! against them once, after its scopes and entitlement were checked (a
-//! refused request spends nothing, even when an inner layer refuses it), at
+//! refused request spends nothing, even when an inner layer or an axum
+//! [`RequireScope`](crate::extract) refuses it), at
 //! the innermost layer's cost (1 unless the layer says otherwise with
 //! [`ScopeLayer::cost`](crate::layer::ScopeLayer::cost)). A spent
 //! limit is a 429 `rate_limited` or `quota_exceeded` with `Retry-After`;

@@ -212,6 +212,12 @@ impl Limiter {
         }
     }
 
+    /// This limiter's identity, unique in the process (an address could be
+    /// a dropped limiter's).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
     /// This limiter in cluster mode: `shared` is what it and the gate's sync
     /// task share.
     #[cfg(feature = "redis")]

@@ -6,7 +6,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use http::Request;
 use http_body_util::BodyExt;
-use scopegate::extract::{Authenticated, RequireScope};
+use scopegate::extract::{Authenticated, Refused, RequireScope};
 use scopegate::{CachedStore, Credential, CredentialKind, Gate, MemoryStore, ScopeSet};
 use tower::ServiceExt;
 
@@ -145,4 +145,85 @@ async fn an_optional_route_sees_a_valid_token_and_refuses_a_wrong_one() {
         (status, challenge.as_str()),
         (400, r#"Bearer error="invalid_request""#)
     );
+}
+
+#[tokio::test]
+async fn a_refusal_by_an_extractor_spends_none_of_the_limits_once_it_is_the_response() {
+    use scopegate::limit::Limit;
+    use std::time::Duration;
+    // Two requests a minute, all at once; the layer counts each request it
+    // lets through, and the extractor then refuses the reader's writes.
+    let limit = Limit::rate("requests", 2, Duration::from_secs(60)).unwrap();
+    let keys = MemoryStore::new();
+    keys.insert_token(
+        READER,
+        Credential::new("key_reader", "ws_acme", CredentialKind::ApiKey)
+            .with_scopes(ScopeSet::parse(["contacts:read"]).unwrap())
+            .with_entitlements(["api-access"])
+            .with_limits([limit]),
+    );
+    let gate = Gate::new(CachedStore::new(keys));
+    let app = Router::new().route(
+        "/api/v1/contacts",
+        get(|who: Authenticated| async move { format!("list for {}", who.id()) })
+            .post(
+                |RequireScope(who, ..): RequireScope<ContactsWrite>| async move {
+                    format!("created by {}", who.id())
+                },
+            )
+            // A refusal caught and answered past: the request was served.
+            .put(
+                |write: Result<RequireScope<ContactsWrite>, Refused>| async move {
+                    match write {
+                        Ok(_) => "written",
+                        Err(_) => "read only",
+                    }
+                },
+            )
+            .route_layer(gate.api_access()),
+    );
+    let call = |method: &str| {
+        let request = Request::builder()
+            .method(method)
+            .uri("/api/v1/contacts")
+            .header("authorization", bearer(READER))
+            .body(Body::empty())
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status().as_u16();
+            let limit = response
+                .headers()
+                .get("ratelimit")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, limit, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    let refused = r#"{"error":{"type":"insufficient_scope","message":"This action requires the 'contacts:write' scope. Your credential does not have this permission."}}"#;
+    for _ in 0..5 {
+        // Refused, never rate limited, and without the limit headers of a
+        // count that was given back.
+        assert_eq!(call("POST").await, (403, None, refused.to_owned()));
+    }
+    // Both units are still there, and a caught refusal spends one.
+    assert_eq!(
+        call("PUT").await,
+        (
+            200,
+            Some(r#""requests";r=1;t=30"#.to_owned()),
+            "read only".to_owned()
+        )
+    );
+    assert_eq!(
+        call("GET").await,
+        (
+            200,
+            Some(r#""requests";r=0;t=60"#.to_owned()),
+            "list for key_reader".to_owned()
+        )
+    );
+    let (status, _, body) = call("GET").await;
+    assert_eq!(status, 429, "{body}");
 }
