@@ -21,8 +21,10 @@
 //! until its first round with it, which may be fuller than the shared one.
 //! A restarted instance counts a quota from Redis from its first round with
 //! it; what it admitted before that counts too, but may pass the quota.
-//! Units counted in the last round of a month (or during an outage that
-//! spans its end) are reported in the next month.
+//! Units counted before a month ended and reported after it (in the round
+//! that spans its end, or after an outage that did) count in the month they
+//! were counted in, give or take a unit counted as the round began; after
+//! an outage over more than one month's end, in the new month.
 //!
 //! Nothing counted is lost while the process runs: a round Redis does not
 //! answer is sent again (a quota's total, set rather than added, so a late
@@ -397,10 +399,16 @@ async fn round(
     let mut budgets: Vec<&mut Watched> = watched.values_mut().collect();
     for chunk in budgets.chunks_mut(CHUNK) {
         let wall = SystemTime::now();
-        let mut reports: Vec<Report> = chunk.iter_mut().map(|b| b.report(wall)).collect();
+        // Each report with the budget it is of (a quota's may have two:
+        // the month just ended and this one).
+        let mut reports: Vec<(usize, Report)> = Vec::with_capacity(chunk.len());
+        for (owner, budget) in chunk.iter_mut().enumerate() {
+            let (report, late) = budget.report(wall);
+            reports.extend(late.into_iter().chain([report]).map(|r| (owner, r)));
+        }
         let mut call = sync.prepare_invoke();
         call.arg(id);
-        for report in &mut reports {
+        for (_, report) in &mut reports {
             totals.add(report);
             call.key(&report.key)
                 .arg(report.kind)
@@ -409,15 +417,15 @@ async fn round(
         }
         let answers = call.invoke_async::<Vec<i64>>(redis).await.ok();
         let Some(answers) = answers.filter(|a| a.len() == reports.len()) else {
-            for (budget, report) in chunk.iter_mut().zip(&reports) {
-                budget.failed(report, totals);
+            for (owner, report) in &reports {
+                chunk[*owner].failed(report, totals);
             }
             return false;
         };
         if let Some(shared) = shared {
             let (now, wall) = (shared.now_nanos(), SystemTime::now());
-            for ((budget, report), answer) in chunk.iter_mut().zip(&reports).zip(answers) {
-                budget.apply(report, answer, now, wall);
+            for ((owner, report), answer) in reports.iter().zip(answers) {
+                chunk[*owner].apply(report, answer, now, wall);
             }
             // A long round (many budgets) is no sign of a stalled task.
             shared.still_answering();

@@ -927,15 +927,23 @@ mod tests {
         assert_eq!(left, r#""requests";r=96;t=3, "writes";r=0;t=60"#);
     }
 
+    /// A limiter in cluster mode with no task: the tests play its part.
+    /// Unreachable until told otherwise, at a share of `fallback`.
     #[cfg(feature = "redis")]
-    #[test]
-    fn cut_off_from_the_cluster_an_instance_admits_its_share() {
+    fn clustered(fallback: u32) -> (Arc<Shared>, Limiter) {
         let shared = Arc::new(Shared::new(
-            2,
+            fallback,
             Duration::from_secs(60),
             tokio::sync::mpsc::unbounded_channel().0,
         ));
         let limiter = Limiter::new(Render::default(), false).with_shared(Arc::clone(&shared));
+        (shared, limiter)
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn cut_off_from_the_cluster_an_instance_admits_its_share() {
+        let (shared, limiter) = clustered(2);
         let rate = Limit::rate("requests", 40, Duration::from_secs(60)).unwrap();
         let quota = Limit::monthly("monthly", 10).unwrap();
         let (key, other) = (credential("key_1", [rate]), credential("key_2", [quota]));
@@ -960,7 +968,8 @@ mod tests {
         assert_eq!(watched.len(), 2, "each budget handed over once");
         let wall = SystemTime::now();
         for budget in &mut watched {
-            let report = budget.report(wall);
+            let (report, late) = budget.report(wall);
+            assert!(late.is_none(), "a first report has no month before");
             let answer = match report.kind {
                 "m" => {
                     assert_eq!(report.units, 10);
@@ -993,14 +1002,78 @@ mod tests {
 
     #[cfg(feature = "redis")]
     #[test]
-    fn reports_survive_lost_answers_refunds_and_outages() {
-        let shared = Arc::new(Shared::new(
-            2,
-            Duration::from_secs(60),
-            tokio::sync::mpsc::unbounded_channel().0,
-        ));
+    fn units_counted_before_a_month_ended_are_reported_in_it() {
+        let (shared, limiter) = clustered(1);
         shared.answered(1);
-        let limiter = Limiter::new(Render::default(), false).with_shared(Arc::clone(&shared));
+        let quota = credential("key_q", [Limit::monthly("monthly", 100).unwrap()]);
+        let one = Cost::default();
+        let mut totals = Totals::default();
+        for _ in 0..5 {
+            assert!(limiter.count(&quota, &one).is_ok());
+        }
+        let mut watched = shared.handed().take("t");
+        let budget = &mut watched[0];
+        let wall = SystemTime::now();
+        let (this, next) = month_of(wall);
+        let (mut report, late) = budget.report(wall);
+        assert!(late.is_none());
+        totals.add(&mut report);
+        assert_eq!((report.month, report.units), (this, 5));
+        budget.apply(&report, 5, shared.now_nanos(), wall);
+        // Three more, the last after the month ended: the budget holds one
+        // unit of the new month.
+        for _ in 0..3 {
+            assert!(limiter.count(&quota, &one).is_ok());
+        }
+        budget.set_used_for_tests(this + 1, 1);
+        let after = next + Duration::from_secs(1);
+        let reported = |budget: &mut Watched, totals: &mut Totals| {
+            let (mut report, late) = budget.report(after);
+            let mut late = late.expect("the units of the month before");
+            totals.add(&mut late);
+            totals.add(&mut report);
+            (late, report)
+        };
+        let (late, report) = reported(budget, &mut totals);
+        assert!(late.key.ends_with(&format!(":{this}")), "{}", late.key);
+        assert_eq!((late.month, late.units), (this, 7), "5 + 2 in the month");
+        assert!(report.key.ends_with(&format!(":{}", this + 1)));
+        assert_eq!((report.month, report.units), (this + 1, 1));
+        // Not taken by Redis: both sent again, split the same way.
+        budget.failed(&late, &mut totals);
+        budget.failed(&report, &mut totals);
+        let (late, report) = reported(budget, &mut totals);
+        assert_eq!((late.units, report.units), (7, 1));
+        // Taken: the new month's reports are its own from then on.
+        let now = shared.now_nanos();
+        budget.apply(&late, 7, now, after);
+        budget.apply(&report, 1, now, after);
+        let (mut report, late) = budget.report(after);
+        assert!(late.is_none());
+        totals.add(&mut report);
+        assert_eq!((report.month, report.units), (this + 1, 1));
+        // A budget watched anew (released when idle) knows the month of its
+        // units from its value: two counted now, reported in the next month.
+        for _ in 0..2 {
+            assert!(limiter.count(&quota, &one).is_ok());
+        }
+        let mut again = budget.watched_again_for_tests("t");
+        let (mut late, mut report) = reported(&mut again, &mut totals);
+        assert_eq!((late.month, late.units), (this, 9), "7 + 2 in the month");
+        assert_eq!((report.month, report.units), (this + 1, 1), "none new");
+        // Its round may have run though its answer was lost: the next
+        // round, still reporting late, does not count them in both months.
+        again.failed(&late, &mut totals);
+        again.failed(&report, &mut totals);
+        (late, report) = reported(&mut again, &mut totals);
+        assert_eq!((late.units, report.units), (9, 1));
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn reports_survive_lost_answers_refunds_and_outages() {
+        let (shared, limiter) = clustered(2);
+        shared.answered(1);
         let quota = credential("key_q", [Limit::monthly("monthly", 100).unwrap()]);
         let rate = credential(
             "key_r",
@@ -1013,7 +1086,7 @@ mod tests {
             let mut units: Vec<(&str, i64)> = watched
                 .iter_mut()
                 .map(|b| {
-                    let mut report = b.report(wall);
+                    let mut report = b.report(wall).0;
                     totals.add(&mut report);
                     (report.kind, report.units)
                 })
@@ -1030,7 +1103,7 @@ mod tests {
         let wall = SystemTime::now();
         let mut lost = Totals::default();
         for budget in &mut watched {
-            let mut report = budget.report(wall);
+            let mut report = budget.report(wall).0;
             lost.add(&mut report);
             budget.failed(&report, &mut lost);
         }

@@ -195,11 +195,14 @@ impl Shared {
 /// This instance's total per quota key and month, kept by the task apart
 /// from the budgets it watches: a budget released when idle and watched
 /// again, or two budgets under one key (a plan change that kept the
-/// limit's name), add to the same total rather than start it over.
+/// limit's name), add to the same total rather than start it over. The
+/// month before is kept too, for the units counted before it ended and
+/// reported after ([`Watched::report`]).
 #[derive(Default)]
 pub(crate) struct Totals {
     month: u32,
     by_key: HashMap<String, u64>,
+    previous: (u32, HashMap<String, u64>),
 }
 
 impl Totals {
@@ -208,18 +211,39 @@ impl Totals {
         if report.kind != "m" {
             return;
         }
-        if report.month != self.month {
-            // A new month: the old one's totals are Redis's alone.
-            (self.month, self.by_key) = (report.month, HashMap::new());
+        if report.month > self.month {
+            // A new month: the one before it is kept for late reports.
+            let current = std::mem::take(&mut self.by_key);
+            self.previous = (self.month, current);
+            self.month = report.month;
         }
-        let total = self.by_key.entry(report.key.clone()).or_default();
+        let Some(totals) = self.of(report.month) else {
+            // A late report of a month this task moved past without
+            // reporting to it: these units are its whole total there.
+            report.units = report.taken.max(0);
+            return;
+        };
+        let total = totals.entry(report.key.clone()).or_default();
         *total = total.saturating_add_signed(report.taken);
         report.units = i64::try_from(*total).unwrap_or(i64::MAX);
     }
 
     fn undo(&mut self, report: &Report) {
-        if let Some(total) = self.by_key.get_mut(&report.key) {
+        if let Some(total) = self
+            .of(report.month)
+            .and_then(|totals| totals.get_mut(&report.key))
+        {
             *total = total.saturating_add_signed(report.taken.saturating_neg());
+        }
+    }
+
+    fn of(&mut self, month: u32) -> Option<&mut HashMap<String, u64>> {
+        if month == self.month {
+            Some(&mut self.by_key)
+        } else if month == self.previous.0 {
+            Some(&mut self.previous.1)
+        } else {
+            None
         }
     }
 }
@@ -248,7 +272,10 @@ pub(crate) struct Report {
     /// The units taken from `pending` for this report.
     taken: i64,
     /// A quota's month.
-    month: u32,
+    pub(super) month: u32,
+    /// A quota's units counted before its month ended, reported after it:
+    /// Redis's answer is the old month's, not to be written back.
+    late: bool,
 }
 
 impl Watched {
@@ -288,6 +315,13 @@ impl Watched {
     }
 
     #[cfg(test)]
+    pub(crate) fn set_used_for_tests(&self, month: u32, used: u64) {
+        self.budget
+            .value
+            .store(pack(month, used), Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
     pub(crate) fn pending_for_tests(&self) -> i64 {
         self.budget.pending.load(Ordering::SeqCst)
     }
@@ -297,25 +331,45 @@ impl Watched {
         Arc::as_ptr(&self.budget) as usize
     }
 
-    /// Takes the units admitted since the last report.
-    pub(crate) fn report(&mut self, wall: SystemTime) -> Report {
+    /// Takes the units admitted since the last report. A quota's first
+    /// report after its month ended also reports, for the month before,
+    /// what this instance counted in it: the units pending beyond those
+    /// its budget holds for the new month (no answer of the new month has
+    /// been written to it yet, so those are this instance's own, give or
+    /// take a unit being counted meanwhile). After an outage over more
+    /// than one month's end, all of them count in the new month.
+    pub(crate) fn report(&mut self, wall: SystemTime) -> (Report, Option<Report>) {
         let taken = self.budget.pending.swap(0, Ordering::SeqCst);
         match self.state.meter {
-            Meter::Rate { interval, .. } => Report {
-                key: self.key.clone(),
-                kind: "r",
-                units: taken,
-                param: interval as f64 / 1_000.0,
-                taken,
-                month: 0,
-            },
+            Meter::Rate { interval, .. } => (
+                Report {
+                    key: self.key.clone(),
+                    kind: "r",
+                    units: taken,
+                    param: interval as f64 / 1_000.0,
+                    taken,
+                    month: 0,
+                    late: false,
+                },
+                None,
+            ),
             Meter::Monthly { .. } => {
                 let (month, next) = month_of(wall);
-                // Units counted just before the month ended (or during an
-                // outage that spanned its end) count in the new one.
-                self.month = month;
-                let keep = next.duration_since(wall).unwrap_or_default() + MONTH_GRACE;
-                Report {
+                let value = self.budget.value.load(Ordering::Relaxed);
+                // The month of the last report; for a budget not reported
+                // yet, the one its value was counted in.
+                let before = match self.month {
+                    0 => u32::try_from(value >> 48).unwrap_or(0),
+                    reported => reported,
+                };
+                let (taken, late) = if before + 1 == month && taken > 0 {
+                    let own = i64::try_from(used_in(value, month)).unwrap_or(i64::MAX);
+                    let now = taken.min(own);
+                    (now, taken - now)
+                } else {
+                    (taken, 0)
+                };
+                let report = |month, taken, keep: Duration, late| Report {
                     key: format!("{}:{month}", self.key),
                     kind: "m",
                     // The task's [`Totals`] makes it this instance's total.
@@ -323,7 +377,11 @@ impl Watched {
                     param: keep.as_secs() as f64,
                     taken,
                     month,
-                }
+                    late,
+                };
+                let keep = next.duration_since(wall).unwrap_or_default() + MONTH_GRACE;
+                let late = (late > 0).then(|| report(before, late, MONTH_GRACE, true));
+                (report(month, taken, keep, false), late)
             }
         }
     }
@@ -351,9 +409,12 @@ impl Watched {
                     self.idle_rounds = 0;
                 }
             }
-            Meter::Monthly { .. } => {
+            Meter::Monthly { .. } if !report.late => {
+                // Reported in this month: from now on, a later month's
+                // first report finds what was counted before it.
+                self.month = report.month;
                 let month = month_of(wall).0;
-                if month == self.month {
+                if month == report.month {
                     // Never below what this instance counted: a Redis that
                     // lost the month must not make it count again.
                     let shared = answer.saturating_add_signed(since);
@@ -364,6 +425,7 @@ impl Watched {
                     );
                 }
             }
+            Meter::Monthly { .. } => {}
         }
     }
 
@@ -373,6 +435,12 @@ impl Watched {
     /// them again could count them twice.
     pub(crate) fn failed(&mut self, report: &Report, totals: &mut Totals) {
         if report.kind == "m" {
+            // The round may have run: the next one reports these units in
+            // the same month (a late one, if the month has ended by then).
+            self.month = match self.month {
+                0 => report.month,
+                reported => reported.min(report.month),
+            };
             totals.undo(report);
             self.budget
                 .pending
