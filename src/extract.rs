@@ -259,10 +259,8 @@ mod axum_impls {
                 }
                 crate::metrics::rejected(self.rejection.kind(), credential);
             }
-            #[cfg(not(feature = "metrics"))]
-            let _ = self.credential;
-            if let Some(refund) = self.refund {
-                refund.give();
+            if let (Some(refund), Some(credential)) = (self.refund, &self.credential) {
+                refund.give(credential);
             }
             ErrorResponse::new(self.rejection, &Render::default())
                 .to_http_response()
@@ -314,7 +312,7 @@ mod axum_impls {
             // the response.
             Err(Refused {
                 rejection,
-                refund: Refund::take(&mut parts.extensions, &credential.0),
+                refund: Refund::take(&mut parts.extensions),
                 credential: Some(credential.0),
             })
         }

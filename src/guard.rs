@@ -118,10 +118,7 @@ impl Drop for Core {
 /// given only with the response: a refusal the handler catches (a
 /// `Result` or `Either` extractor) and serves past keeps the units spent.
 #[cfg(feature = "axum")]
-pub(crate) struct Refund {
-    counted: Counted,
-    credential: Arc<Credential>,
-}
+pub(crate) struct Refund(Counted);
 
 #[cfg(feature = "axum")]
 impl Refund {
@@ -129,38 +126,25 @@ impl Refund {
     /// none for a copy of another request's note. Where layers of two gates
     /// counted the request, the note is the innermost counting gate's, and
     /// only its units can go back.
-    pub(crate) fn take(
-        extensions: &mut http::Extensions,
-        credential: &Arc<Credential>,
-    ) -> Option<Refund> {
-        let counted = extensions.remove::<Counted>().filter(|c| !c.copy)?;
-        Some(Refund {
-            counted,
-            credential: Arc::clone(credential),
-        })
+    pub(crate) fn take(extensions: &mut http::Extensions) -> Option<Refund> {
+        extensions
+            .remove::<Counted>()
+            .filter(|counted| !counted.copy)
+            .map(Refund)
     }
 
-    /// Gives the units back to the gate that counted them, if it is still
-    /// there.
+    /// Gives `credential`'s units back to the gate that counted them, if
+    /// it is still there.
     #[cold]
-    pub(crate) fn give(self) {
+    pub(crate) fn give(self, credential: &Credential) {
         let core = GATES
             .read()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&self.counted.gate)
+            .get(&self.0.gate)
             .and_then(Weak::upgrade);
         if let Some(core) = core {
-            core.limiter.give_back(&self.credential, &self.counted.cost);
+            core.limiter.give_back(credential, &self.0.cost);
         }
-    }
-}
-
-#[cfg(feature = "axum")]
-impl fmt::Debug for Refund {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Refund")
-            .field("units", &self.counted.cost.units)
-            .finish_non_exhaustive()
     }
 }
 
@@ -623,19 +607,14 @@ mod tests {
             cost: Cost::default(),
             copy: false,
         };
-        let credential = Arc::new(Credential::new(
-            "key_1",
-            "ws_acme",
-            crate::CredentialKind::ApiKey,
-        ));
         let mut extensions = http::Extensions::new();
         // A retry's or a fan-out's copy of the request carries a copy.
         extensions.insert(note.clone());
-        assert!(Refund::take(&mut extensions, &credential).is_none());
+        assert!(Refund::take(&mut extensions).is_none());
         assert!(extensions.get::<Counted>().is_none(), "taken all the same");
         extensions.insert(note);
-        assert!(Refund::take(&mut extensions, &credential).is_some());
-        assert!(Refund::take(&mut extensions, &credential).is_none(), "once");
+        assert!(Refund::take(&mut extensions).is_some());
+        assert!(Refund::take(&mut extensions).is_none(), "once");
     }
 
     #[test]

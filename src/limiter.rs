@@ -706,9 +706,14 @@ fn shared_rate(interval: u64, tolerance: u64, share: u32) -> (u64, u64) {
     (interval, tolerance.max(interval))
 }
 
+/// The month a quota's budget holds.
+fn month_in(budget: u64) -> u32 {
+    u32::try_from(budget >> 48).unwrap_or(0)
+}
+
 /// What a quota's budget has used in `month` (nothing if it holds another).
 fn used_in(budget: u64, month: u32) -> u64 {
-    if budget >> 48 == u64::from(month) {
+    if month_in(budget) == month {
         budget & USED_MAX
     } else {
         0

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use super::{month_of, pack, used_in, Budget, Meter, State};
+use super::{month_in, month_of, pack, used_in, Budget, Meter, State};
 use crate::limit::Per;
 
 /// Rounds without a unit admitted here (and, for a rate, with the shared
@@ -359,7 +359,7 @@ impl Watched {
                 // The month of the last report; for a budget not reported
                 // yet, the one its value was counted in.
                 let before = match self.month {
-                    0 => u32::try_from(value >> 48).unwrap_or(0),
+                    0 => month_in(value),
                     reported => reported,
                 };
                 let (taken, late) = if before + 1 == month && taken > 0 {
